@@ -11,5 +11,7 @@
 //!    driver that owns sockets and clocks.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod config;
+pub mod daemon;
 pub mod sign;
 pub mod time;
