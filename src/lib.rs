@@ -13,5 +13,6 @@
 
 pub mod config;
 pub mod daemon;
+pub mod keyfile;
 pub mod sign;
 pub mod time;
