@@ -32,6 +32,8 @@ mod error;
 pub mod hex;
 pub mod ints;
 pub mod payload;
+pub mod query;
+pub mod sumuc;
 
 pub use addr::{Etr, Family, Mab};
 pub use command::Command;
