@@ -15,4 +15,5 @@ pub mod config;
 pub mod daemon;
 pub mod keyfile;
 pub mod sign;
+pub mod store;
 pub mod time;

@@ -29,6 +29,7 @@
 pub mod addr;
 pub mod command;
 mod error;
+pub mod frame;
 pub mod hex;
 pub mod ints;
 pub mod payload;
