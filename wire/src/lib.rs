@@ -35,6 +35,7 @@ pub mod ints;
 pub mod payload;
 pub mod query;
 pub mod sumuc;
+pub mod wal;
 
 pub use addr::{Etr, Family, Mab};
 pub use command::Command;
