@@ -14,6 +14,7 @@
 pub mod config;
 pub mod daemon;
 pub mod keyfile;
+pub mod notify;
 pub mod range;
 pub mod ruas;
 pub mod sign;
