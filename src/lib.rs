@@ -11,11 +11,14 @@
 //!    driver that owns sockets and clocks.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod keyfile;
 pub mod notify;
+pub mod qsc;
 pub mod range;
+pub mod rng;
 pub mod ruas;
 pub mod sign;
 pub mod store;

@@ -220,8 +220,9 @@ impl Notifier {
     /// The mapping of `[start, start + len)` of `family` changed. `mapping` gives the
     /// new micronets covering a range, clipped to it (units not covered are
     /// unassigned), or `None` when the server cannot say (then the querier is told to
-    /// flush). Every watch intersecting the range is notified and then forgotten
-    /// (the querier asks again if it still cares, which makes a new watch).
+    /// flush). Every watch intersecting the range is notified. The watch stays: the
+    /// querier now caches the new micronets until the same time (s4.3), so later
+    /// changes to them within it are notified too.
     pub fn changed(
         &mut self,
         now: Instant,
@@ -422,7 +423,7 @@ mod tests {
             msg.cache_time_s, 599,
             "what remained of the original cache time"
         );
-        assert_eq!(n.watches(), 1, "A's watch is consumed; B's stays");
+        assert_eq!(n.watches(), 2, "A keeps watching the range it caches");
     }
 
     #[test]
