@@ -14,6 +14,10 @@ daemons (each takes --config FILE, a TOML file; see contrib/examples/):
 
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
+  query ADDRESS --server HOST:PORT [--server ...] [--timeout-ms MS]
+                          ask a QSD or QSC for an address's mapping; exit status
+                          0 mapped, 3 unassigned (in a MAB, no micronet),
+                          4 not SPI space, 1 no answer or error
   help                    this text
 ";
 
@@ -39,6 +43,7 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         "keygen" => keygen(args),
+        "query" => query(args),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
     }
 }
@@ -81,4 +86,83 @@ fn keygen(args: Vec<OsString>) -> Result<ExitCode, Failed> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn query(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    use ivip::client::{Answer, QueryClient, describe_range};
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut addr: Option<std::net::IpAddr> = None;
+    let mut servers = Vec::new();
+    let mut timeout_ms = 500u64;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("server") | Short('s') => {
+                let v = p.value()?.string()?;
+                let sa = std::net::ToSocketAddrs::to_socket_addrs(&v)
+                    .map_err(|e| Failed::Usage(format!("--server {v}: {e}")))?
+                    .next()
+                    .ok_or_else(|| Failed::Usage(format!("--server {v}: no address")))?;
+                servers.push(sa);
+            }
+            Long("timeout-ms") => timeout_ms = p.value()?.parse()?,
+            Value(v) if addr.is_none() => {
+                let v = v.string()?;
+                addr = Some(
+                    v.parse()
+                        .map_err(|_| Failed::Usage(format!("`{v}` is not an IP address")))?,
+                );
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let addr = addr.ok_or_else(|| Failed::Usage("ADDRESS is required".into()))?;
+    if servers.is_empty() {
+        return Err(Failed::Usage("--server HOST:PORT is required".into()));
+    }
+    let mut client = QueryClient::new(servers)
+        .map_err(|e| Failed::Error(format!("cannot open a UDP socket: {e}")))?;
+    client.timeout = std::time::Duration::from_millis(timeout_ms);
+    let family = ivip_wire::addr::unit_of(addr).0;
+    match client.query(addr) {
+        Ok(Answer::Mapped {
+            micronet,
+            cache_time_s,
+            server,
+        }) => {
+            println!("address:    {addr}");
+            println!("micronet:   {}", describe_range(family, &micronet));
+            if micronet.etr.is_zero() {
+                println!("etr:        {} (drop)", micronet.etr);
+            } else {
+                println!("etr:        {}", micronet.etr);
+            }
+            println!("cache time: {cache_time_s} s");
+            println!("server:     {server}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(Answer::Unassigned {
+            gap,
+            cache_time_s,
+            server,
+        }) => {
+            println!("address:    {addr}");
+            println!(
+                "unassigned: {} (in a MAB, in no micronet: dropped)",
+                describe_range(family, &gap)
+            );
+            println!("cache time: {cache_time_s} s");
+            println!("server:     {server}");
+            Ok(ExitCode::from(3))
+        }
+        Ok(Answer::NotSpi {
+            cache_time_s,
+            server,
+        }) => {
+            println!("address:    {addr}");
+            println!("not SPI space (in no MAB); cache time {cache_time_s} s; server {server}");
+            Ok(ExitCode::from(4))
+        }
+        Err(e) => Err(Failed::Error(format!("query for {addr}: {e}"))),
+    }
 }
