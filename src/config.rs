@@ -161,3 +161,35 @@ mod tests {
         );
     }
 }
+
+/// A list of MABs written as prefixes (`["20.0.0.0/14", "2001:db8::/32"]`), for serde
+/// (`#[serde(with = "crate::config::mab_list")]`).
+pub mod mab_list {
+    use ivip_wire::Mab;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Deserialize prefixes into MABs.
+    ///
+    /// # Errors
+    /// A serde error naming the bad prefix.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Mab>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                s.parse::<Mab>().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not a MAB: write an aligned prefix such as 20.0.0.0/14 or 2001:db8::/32 (IPv6 up to /64)"
+                    ))
+                })
+            })
+            .collect()
+    }
+
+    /// Serialize MABs as prefixes.
+    ///
+    /// # Errors
+    /// Those of the serializer.
+    pub fn serialize<S: Serializer>(m: &[Mab], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|m| m.to_string()))
+    }
+}

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod delegation;
 pub mod keyfile;
 pub mod notify;
 pub mod qsc;

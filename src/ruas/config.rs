@@ -1,0 +1,225 @@
+//! The RUAS configuration file (TOML), checked at start with errors that name the
+//! key and say what to do. Example: `contrib/examples/ruas.toml`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ivip_wire::{Mab, RuasId};
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::range::UnitRange;
+
+/// A child UAS allowed to submit SUMUCs (seed s4.3, Figure 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UasEntry {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Its Ed25519 public key, 64 hex digits.
+    #[serde(with = "crate::config::hex32")]
+    pub public_key: [u8; 32],
+    /// The ranges delegated to it: any start and length (`20.1.0.0+65536`).
+    pub ranges: Vec<UnitRange>,
+}
+
+/// Fault injection for tests (`ivip testnet --loss`): never set in production.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    /// Percentage of outgoing payload datagrams dropped in the send path.
+    #[serde(default)]
+    pub loss_percent: f64,
+}
+
+fn default_batch_window_ms() -> u64 {
+    100
+}
+fn default_heartbeat_ms() -> u64 {
+    1000
+}
+fn default_quota_interval_ms() -> u64 {
+    100
+}
+fn default_snapshot_interval_s() -> u64 {
+    300
+}
+fn default_replay_window_s() -> u64 {
+    300
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuasConfig {
+    /// This RUAS's 7-bit id (seed s5), as every QSD's directory knows it.
+    pub ruas_id: u8,
+    /// The Ed25519 key file that signs payloads and snapshots (`ivip keygen --out`).
+    pub key_file: PathBuf,
+    /// Where the write-ahead log and snapshots live.
+    pub data_dir: PathBuf,
+    /// HTTP: SUMUC ingest, read API, snapshots, metrics.
+    pub http_listen: SocketAddr,
+    /// UDP source address for payloads (port 0 = any).
+    #[serde(default = "default_udp_bind")]
+    pub udp_bind: SocketAddr,
+    /// Level-0 replicators every payload goes to.
+    pub replicators: Vec<SocketAddr>,
+    /// The MABs this RUAS is authoritative for.
+    #[serde(with = "crate::config::mab_list")]
+    pub mabs: Vec<Mab>,
+    /// Child UASes.
+    #[serde(default)]
+    pub uas: Vec<UasEntry>,
+    /// How long a MAB's first queued set waits for more (0 = send at once).
+    #[serde(default = "default_batch_window_ms")]
+    pub batch_window_ms: u64,
+    /// A signed heartbeat after this long without a payload.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Bytes that may be sent per quota interval (s4.1.1); 0 = no quota.
+    #[serde(default)]
+    pub quota_bytes: u64,
+    /// The quota interval.
+    #[serde(default = "default_quota_interval_ms")]
+    pub quota_interval_ms: u64,
+    /// A snapshot of each MAB this often (s4.1.2).
+    #[serde(default = "default_snapshot_interval_s")]
+    pub snapshot_interval_s: u64,
+    /// SUMUCs signed longer ago than this are refused as stale.
+    #[serde(default = "default_replay_window_s")]
+    pub replay_window_s: u64,
+    /// A new WAL segment after this many bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub wal_segment_bytes: u64,
+    /// Test-only fault injection.
+    #[serde(default)]
+    pub fault: FaultSection,
+}
+
+fn default_udp_bind() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+impl RuasConfig {
+    /// Load and check a config file. Relative paths are taken from the file's
+    /// directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and key.
+    pub fn load(path: &Path) -> Result<RuasConfig, ConfigError> {
+        let mut c: RuasConfig = crate::config::load(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if c.key_file.is_relative() {
+            c.key_file = base.join(&c.key_file);
+        }
+        if c.data_dir.is_relative() {
+            c.data_dir = base.join(&c.data_dir);
+        }
+        c.check(path)?;
+        Ok(c)
+    }
+
+    /// The RUAS id as a checked value.
+    pub fn id(&self) -> RuasId {
+        RuasId::masked(self.ruas_id)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, msg: String| Err(ConfigError::invalid(path, key, msg));
+        if RuasId::new(self.ruas_id).is_none() {
+            return bad(
+                "ruas_id",
+                format!("{} does not fit 7 bits; use 0..=127", self.ruas_id),
+            );
+        }
+        if self.mabs.is_empty() {
+            return bad(
+                "mabs",
+                "list at least one MAB this RUAS is authoritative for".into(),
+            );
+        }
+        for (i, a) in self.mabs.iter().enumerate() {
+            for b in &self.mabs[i + 1..] {
+                let ra = UnitRange {
+                    family: a.family(),
+                    start: a.start(),
+                    len: a.len(),
+                };
+                let rb = UnitRange {
+                    family: b.family(),
+                    start: b.start(),
+                    len: b.len(),
+                };
+                if ra.overlaps(&rb) {
+                    return bad(
+                        "mabs",
+                        format!("{a} and {b} overlap; each unit belongs to one MAB"),
+                    );
+                }
+            }
+        }
+        if self.replicators.is_empty() {
+            return bad(
+                "replicators",
+                "list at least one level-0 replicator address".into(),
+            );
+        }
+        if self.heartbeat_ms == 0 {
+            return bad(
+                "heartbeat_ms",
+                "must be above 0: heartbeats make silence meaningful".into(),
+            );
+        }
+        if self.quota_bytes > 0 && self.quota_interval_ms == 0 {
+            return bad(
+                "quota_interval_ms",
+                "must be above 0 when quota_bytes is set".into(),
+            );
+        }
+        if self.snapshot_interval_s == 0 {
+            return bad("snapshot_interval_s", "must be above 0".into());
+        }
+        if !(0.0..=100.0).contains(&self.fault.loss_percent) {
+            return bad("fault.loss_percent", "must be between 0 and 100".into());
+        }
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, u) in self.uas.iter().enumerate() {
+            let key = format!("uas[{i}]");
+            if !names.insert(&u.name) {
+                return bad(&key, format!("name `{}` is used twice", u.name));
+            }
+            if !keys.insert(u.public_key) {
+                return bad(&key, "public_key is used by another UAS".into());
+            }
+            if crate::sign::Ed25519Verifier.verify(&u.public_key, b"", &[0; 64])
+                == Err(crate::sign::SignError::BadKey)
+            {
+                return bad(
+                    &format!("{key}.public_key"),
+                    "not a valid Ed25519 public key".into(),
+                );
+            }
+            for (j, r) in u.ranges.iter().enumerate() {
+                if !self
+                    .mabs
+                    .iter()
+                    .any(|m| m.family() == r.family && m.contains_range(r.start, r.len))
+                {
+                    return bad(
+                        &format!("{key}.ranges[{j}]"),
+                        format!("{r} is not inside any of this RUAS's MABs"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+use crate::sign::Verifier as _;
