@@ -18,4 +18,5 @@ pub mod range;
 pub mod ruas;
 pub mod sign;
 pub mod store;
+pub mod table;
 pub mod time;
