@@ -23,4 +23,5 @@ pub mod rng;
 pub mod ruas;
 pub mod sign;
 pub mod store;
+pub mod table;
 pub mod time;

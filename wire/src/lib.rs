@@ -34,6 +34,7 @@ pub mod hex;
 pub mod ints;
 pub mod payload;
 pub mod query;
+pub mod snapshot;
 pub mod sumuc;
 pub mod wal;
 
