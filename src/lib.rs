@@ -10,9 +10,14 @@
 //! 3. The role modules: each has a sans-IO `core` fed `(now, input)` and a thin
 //!    driver that owns sockets and clocks.
 #![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_code)] // allowed only in net::udp and daemon's signal handler
 
 pub mod config;
 pub mod daemon;
+pub mod http;
 pub mod keyfile;
+pub mod metrics;
+pub mod net;
+pub mod seq;
 pub mod sign;
 pub mod time;
