@@ -14,10 +14,12 @@
 
 pub mod config;
 pub mod daemon;
+pub mod feed;
 pub mod http;
 pub mod keyfile;
 pub mod metrics;
 pub mod net;
+pub mod replicator;
 pub mod seq;
 pub mod sign;
 pub mod time;

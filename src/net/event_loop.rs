@@ -7,8 +7,8 @@
 //! comes straight back without waiting, since mio is edge-triggered); hands each
 //! datagram to the core; flushes the outbox with `sendmmsg` after every batch;
 //! runs timers when due; and retries `Interrupted`. It stops gracefully on
-//! [`Stop::shutdown`] (the core's last words are flushed) or at once on
-//! [`Stop::abort`] (as a crash would: tests and `ivip testnet` use it).
+//! [`Stop::stop`] or a signal (the core's last words are flushed) or at once
+//! on [`Stop::abort`] (as a crash would: tests and `ivip testnet` use it).
 
 use std::io;
 use std::sync::Arc;
@@ -23,6 +23,8 @@ use crate::time::{Duration, Instant, SystemClock};
 
 const TOKEN_SOCKET: Token = Token(0);
 const TOKEN_WAKER: Token = Token(1);
+/// Most outbox flushes a core's shutdown may take (each is one outbox full).
+pub const SHUTDOWN_ROUNDS_MAX: usize = 1000;
 
 /// Limits of one loop. Every one bounds work or memory per wake-up.
 #[derive(Debug, Clone, Copy)]
@@ -54,30 +56,43 @@ impl Default for LoopConfig {
     }
 }
 
-/// How a loop is told to stop.
+/// How a loop is told to stop: by the process-wide [`Shutdown`] flag (signals),
+/// by [`Stop::stop`] for this instance only (graceful), or by [`Stop::abort`]
+/// (immediate, saying nothing to peers, as a crash would).
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
-    /// Graceful: the core's `shutdown` runs and its output is sent.
-    pub shutdown: Shutdown,
-    /// Immediate, saying nothing to peers (a simulated crash).
-    pub abort: Arc<AtomicBool>,
+    shutdown: Shutdown,
+    graceful: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
 }
 
 impl Stop {
-    /// A stop tied to a shutdown flag, with its own abort flag.
+    /// A stop tied to a shutdown flag, with its own stop and abort flags.
     pub fn new(shutdown: Shutdown) -> Stop {
         Stop {
             shutdown,
+            graceful: Arc::new(AtomicBool::new(false)),
             abort: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Request an immediate stop.
+    /// Stop this instance gracefully.
+    pub fn stop(&self) {
+        self.graceful.store(true, Ordering::SeqCst);
+    }
+
+    /// Stop this instance at once, without last words.
     pub fn abort(&self) {
         self.abort.store(true, Ordering::SeqCst);
     }
 
-    fn aborted(&self) -> bool {
+    /// `true` once a graceful stop was asked for (here or by signal).
+    pub fn is_stopping(&self) -> bool {
+        self.graceful.load(Ordering::SeqCst) || self.shutdown.is_requested()
+    }
+
+    /// `true` once an abort was asked for.
+    pub fn is_aborted(&self) -> bool {
         self.abort.load(Ordering::SeqCst)
     }
 }
@@ -158,12 +173,17 @@ impl UdpLoop {
         // Data may have arrived before registration: drain once at the start.
         let mut readable = true;
         loop {
-            if stop.aborted() {
+            if stop.is_aborted() {
                 return Ok(());
             }
-            if stop.shutdown.is_requested() {
-                core.shutdown(self.clock.now(), &mut out);
-                self.flush(core, &mut send, &mut out);
+            if stop.is_stopping() {
+                for _ in 0..SHUTDOWN_ROUNDS_MAX {
+                    let done = core.shutdown(self.clock.now(), &mut out);
+                    self.flush(core, &mut send, &mut out);
+                    if done {
+                        break;
+                    }
+                }
                 return Ok(());
             }
             let now = self.clock.now();
@@ -331,8 +351,9 @@ mod tests {
         fn poll_timeout(&self) -> Option<Instant> {
             self.deadline
         }
-        fn shutdown(&mut self, _now: Instant, out: &mut Outbox) {
+        fn shutdown(&mut self, _now: Instant, out: &mut Outbox) -> bool {
             let _ = out.push(Dest::Fanout { except: None }, b"bye");
+            true
         }
         fn fanout(&self) -> Arc<FanoutSet> {
             self.fan.clone()
@@ -375,7 +396,7 @@ mod tests {
         peer.send_to(b"all", addr).unwrap();
         let (n, _) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"all");
-        stop.shutdown.request();
+        stop.stop();
         let (n, _) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"bye");
         let core = t.join().unwrap();

@@ -12,7 +12,7 @@
 //! handle_timeout(now, out)                 timers; calling it early is harmless
 //! poll_timeout() -> Option<Instant>        the next deadline
 //! handle_wake(now, out)                    another thread woke the loop (optional)
-//! shutdown(now, out)                       graceful stop: last words (optional)
+//! shutdown(now, out) -> done               graceful stop: last words (optional)
 //! fanout() -> Arc<FanoutSet>               who `Dest::Fanout` means (optional)
 //! ```
 //!
@@ -52,7 +52,7 @@ use std::sync::Arc;
 use crate::metrics::{Counter, Registry};
 use crate::time::Instant;
 
-pub use event_loop::{LoopConfig, UdpLoop};
+pub use event_loop::{LoopConfig, Stop, UdpLoop};
 pub use fault::{FaultConfig, FaultInjector};
 pub use udp::SockAddr;
 
@@ -222,8 +222,11 @@ pub trait DatagramCore {
     /// Another thread woke the loop through its waker.
     fn handle_wake(&mut self, _now: Instant, _out: &mut Outbox) {}
 
-    /// The loop is stopping gracefully: queue any last words (they are flushed).
-    fn shutdown(&mut self, _now: Instant, _out: &mut Outbox) {}
+    /// The loop is stopping gracefully: queue any last words. Returns `true` when
+    /// done; `false` asks the loop to flush and call again (the outbox was full).
+    fn shutdown(&mut self, _now: Instant, _out: &mut Outbox) -> bool {
+        true
+    }
 
     /// The set [`Dest::Fanout`] expands to. Called once per flush.
     fn fanout(&self) -> Arc<FanoutSet> {
@@ -282,6 +285,50 @@ impl LoopMetrics {
     pub fn detached() -> LoopMetrics {
         LoopMetrics::register(&Registry::new(), "detached")
     }
+}
+
+// ---------------------------------------------------------------------------
+// Socket configuration
+// ---------------------------------------------------------------------------
+
+/// `[socket]` in a daemon's config: kernel buffer sizes of its UDP sockets.
+#[derive(Debug, Clone, Copy, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Receive buffer per socket, bytes (bursts wait here while a worker is busy).
+    pub recv_buffer_bytes: usize,
+    /// Send buffer per socket, bytes (a fan-out burst waits here).
+    pub send_buffer_bytes: usize,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            recv_buffer_bytes: 4 << 20,
+            send_buffer_bytes: 4 << 20,
+        }
+    }
+}
+
+impl SocketConfig {
+    /// As socket options (`reuse_port` is decided by the worker count).
+    pub fn options(&self) -> udp::SocketOptions {
+        udp::SocketOptions {
+            reuse_port: false,
+            recv_buffer_bytes: Some(self.recv_buffer_bytes),
+            send_buffer_bytes: Some(self.send_buffer_bytes),
+        }
+    }
+}
+
+/// Fresh random bytes from the operating system, for nonces and cookie secrets.
+///
+/// # Errors
+/// The OS has no randomness to give (practically never on Linux).
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| format!("no randomness from the OS: {e}"))?;
+    Ok(b)
 }
 
 // ---------------------------------------------------------------------------
