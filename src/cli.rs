@@ -71,8 +71,7 @@ fn replicator(args: Vec<OsString>) -> Result<ExitCode, Failed> {
 
 fn mps(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let path = config_path(args)?;
-    let settings =
-        ivip::mps::MpsConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    let settings = ivip::mps::MpsConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::mps::run(&settings, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
     Ok(ExitCode::SUCCESS)

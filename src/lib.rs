@@ -18,6 +18,7 @@ pub mod feed;
 pub mod http;
 pub mod keyfile;
 pub mod metrics;
+pub mod mps;
 pub mod net;
 pub mod replicator;
 pub mod seq;

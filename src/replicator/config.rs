@@ -181,6 +181,12 @@ impl ReplicatorConfig {
 mod tests {
     use super::*;
 
+    #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/examples/replicator.toml");
+        ReplicatorConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     fn parse(text: &str) -> Result<ReplicatorSettings, ConfigError> {
         let p = Path::new("r.toml");
         config::parse::<ReplicatorConfig>(p, text)?.check(p)
