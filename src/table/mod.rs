@@ -63,14 +63,18 @@
 //! (copy on write, reclamation), `node.rs` (layout, look-ups; the `unsafe`),
 //! `dict.rs`, `snapshot.rs` (hash and files), [`db`].
 
+#[allow(unsafe_code)] // audited: raw page memory, see the module docs
 mod dict;
 mod error;
+#[allow(unsafe_code)] // audited: raw page memory, see the module docs
 mod node;
 mod snapshot;
 mod stage;
+#[allow(unsafe_code)] // audited: raw page memory, see the module docs
 mod tree;
 
 pub mod db;
+#[allow(unsafe_code)] // one audited block: borrowing a published version
 pub mod mab;
 
 pub use db::{Database, DbReader};
@@ -125,4 +129,5 @@ pub struct Change {
 pub type Changes = Vec<Change>;
 
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod tests;
