@@ -10,6 +10,8 @@ pub(crate) const USAGE: &str = "\
 usage: ivip <command> [options]
 
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
+  ruas --config FILE         authoritative root: master database, SUMUC ingest, payloads, snapshots
+  qsd --config FILE          full-database query server: boots from snapshots, follows the stream
   replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
   mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
 
@@ -45,6 +47,7 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         }
         "keygen" => keygen(args),
         "ruas" => ruas(args),
+        "qsd" => qsd(args),
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
@@ -79,6 +82,14 @@ fn ruas(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let path = config_path(args)?;
     let cfg = ivip::ruas::RuasConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::ruas::run(&cfg, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsd(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let s = ivip::qsd::QsdConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsd::run(&s, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
