@@ -12,6 +12,7 @@ usage: ivip <command> [options]
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
   ruas --config FILE         authoritative root: master database, SUMUC ingest, payloads, snapshots
   qsd --config FILE          full-database query server: boots from snapshots, follows the stream
+  qsc --config FILE          caching query server: answers from cache, asks QSDs, relays notifications
   replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
   mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
 
@@ -48,6 +49,7 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         "keygen" => keygen(args),
         "ruas" => ruas(args),
         "qsd" => qsd(args),
+        "qsc" => qsc(args),
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
@@ -91,6 +93,13 @@ fn qsd(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let s = ivip::qsd::QsdConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::qsd::run(&s, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsc(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let c = ivip::qsc::QscConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsc::run(&c, ivip::daemon::Shutdown::on_signals()).map_err(Failed::Error)?;
     Ok(ExitCode::SUCCESS)
 }
 
