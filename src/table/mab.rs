@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use ivip_wire::{Command, Etr, Family, Mab};
 
 use super::dict::{Dict, DictRaw, DictRef};
-use super::error::ApplyError;
+use super::error::{ApplyError, BuildError, Reason};
 use super::node::{GAP, NodePtr, RawRun, RunIter, TreeRef, Unit};
 use super::stage::{Base, Stage, WVal, Window};
 use super::tree::{Bag, Mem, Tree};
@@ -83,27 +83,34 @@ impl<'a> Snap<'a> {
     }
 
     pub(crate) fn lookup_batch(&self, units: &[u64], out: &mut [Mapping]) {
+        /// Look-ups per round: bounds the stack arrays below.
+        const ROUND: usize = 256;
         let n = units.len().min(out.len());
         let (lo, hi) = self.lo_hi();
-        // Units outside the MAB are answered at once; the rest go through the
-        // batched descent together.
-        let mut inside: Vec<u64> = Vec::with_capacity(n);
-        let mut at: Vec<usize> = Vec::with_capacity(n);
-        for (i, &u) in units[..n].iter().enumerate() {
-            if u < lo || u128::from(u) >= hi {
-                out[i] = Mapping::OutsideMab;
-            } else {
-                inside.push(u);
-                at.push(i);
+        let mut inside = [0u64; ROUND];
+        let mut at = [0usize; ROUND];
+        let mut raw = [RawRun::default(); ROUND];
+        for base in (0..n).step_by(ROUND) {
+            // Units outside the MAB are answered at once; the rest go through the
+            // batched descent together.
+            let mut k = 0;
+            for i in base..n.min(base + ROUND) {
+                let u = units[i];
+                if u < lo || u128::from(u) >= hi {
+                    out[i] = Mapping::OutsideMab;
+                } else {
+                    inside[k] = u;
+                    at[k] = i;
+                    k += 1;
+                }
             }
-        }
-        let mut raw = vec![RawRun::default(); inside.len()];
-        match self {
-            Snap::V4(t) => t.find_batch(&inside, &mut raw),
-            Snap::V6(t, _) => t.find_batch(&inside, &mut raw),
-        }
-        for (r, i) in raw.into_iter().zip(at) {
-            out[i] = self.decode(r);
+            match self {
+                Snap::V4(t) => t.find_batch(&inside[..k], &mut raw[..k]),
+                Snap::V6(t, _) => t.find_batch(&inside[..k], &mut raw[..k]),
+            }
+            for j in 0..k {
+                out[at[j]] = self.decode(raw[j]);
+            }
         }
     }
 
@@ -308,6 +315,53 @@ impl Table {
         Table::from_runs(mab, 0, core::iter::empty())
     }
 
+    /// A table holding `micronets` at per-MAB sequence `mab_seq`, built in one pass
+    /// (loading a RUAS's state, tests, benchmarks). The micronets must be ascending,
+    /// disjoint, inside the MAB, of its family, and not map to 255.255.255.255.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming the first micronet that breaks a rule.
+    pub fn from_micronets(
+        mab: Mab,
+        mab_seq: u64,
+        micronets: impl IntoIterator<Item = Micronet>,
+    ) -> Result<Table, BuildError> {
+        let mut first_err: Option<BuildError> = None;
+        let mut prev_end = u128::from(mab.start());
+        let mut index = 0u64;
+        let checked = micronets.into_iter().map_while(|m| {
+            let reason = if m.len == 0 {
+                Some(Reason::EmptyRange)
+            } else if m.etr.family() != mab.family() {
+                Some(Reason::WrongFamily)
+            } else if m.etr == Etr::V4(Ipv4Addr::BROADCAST) {
+                Some(Reason::ReservedEtr)
+            } else if !mab.contains_range(m.start, m.len) {
+                Some(Reason::OutsideMab)
+            } else if u128::from(m.start) < prev_end {
+                Some(Reason::Unsorted)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                first_err = Some(BuildError {
+                    index,
+                    micronet: m,
+                    reason,
+                });
+                return None;
+            }
+            index += 1;
+            prev_end = u128::from(m.start) + u128::from(m.len);
+            Some((m.start, m.len, m.etr.to_u128()))
+        });
+        let t = Table::from_runs(mab, mab_seq, checked);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(t),
+        }
+    }
+
     /// A table from micronets, ascending and disjoint, each inside the MAB, none
     /// mapping to the reserved IPv4 ETR (callers check; `snapshot.rs` does). Gaps
     /// between them become unassigned runs.
@@ -490,25 +544,27 @@ impl Table {
         let nets = |r: &[(u64, WVal)]| r.iter().filter(|x| x.1 != WVal::Gap).count() as u64;
         self.micronets = self.micronets + nets(&w.runs) - nets(&w.base);
         self.unpublished = true;
-        match &mut self.state {
-            State::V4(t) => {
-                let runs: Vec<(u64, u32)> = w
+        // Only values changed (set-etr, or a define over exactly one zero micronet or
+        // gap): the fast path keeps every boundary.
+        let same_bounds =
+            w.runs.len() == w.base.len() && w.runs.iter().zip(&w.base).all(|(a, b)| a.0 == b.0);
+        let mem = &mut self.mem;
+        let runs: Vec<(u64, u32)> = match &mut self.state {
+            State::V4(_) => w
+                .runs
+                .iter()
+                .map(|&(s, v)| match v {
+                    WVal::Gap => (s, GAP),
+                    WVal::Net(x) => (s, x as u32),
+                })
+                .collect(),
+            State::V6(_, d) => {
+                let runs = w
                     .runs
                     .iter()
                     .map(|&(s, v)| match v {
                         WVal::Gap => (s, GAP),
-                        WVal::Net(x) => (s, x as u32),
-                    })
-                    .collect();
-                t.replace(&mut self.mem, w.lo, w.hi, &runs);
-            }
-            State::V6(t, d) => {
-                let runs: Vec<(u64, u32)> = w
-                    .runs
-                    .iter()
-                    .map(|&(s, v)| match v {
-                        WVal::Gap => (s, GAP),
-                        WVal::Net(x) => (s, d.intern(&mut self.mem, x)),
+                        WVal::Net(x) => (s, d.intern(mem, x)),
                     })
                     .collect();
                 for &(_, v) in &w.base {
@@ -516,7 +572,19 @@ impl Table {
                         d.release_etr(x);
                     }
                 }
-                t.replace(&mut self.mem, w.lo, w.hi, &runs);
+                runs
+            }
+        };
+        match &mut self.state {
+            State::V4(t) => {
+                if !(same_bounds && t.set_vals(mem, &runs)) {
+                    t.replace(mem, w.lo, w.hi, &runs);
+                }
+            }
+            State::V6(t, _) => {
+                if !(same_bounds && t.set_vals(mem, &runs)) {
+                    t.replace(mem, w.lo, w.hi, &runs);
+                }
             }
         }
     }

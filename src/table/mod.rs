@@ -63,6 +63,7 @@
 //! (copy on write, reclamation), `node.rs` (layout, look-ups; the `unsafe`),
 //! `dict.rs`, `snapshot.rs` (hash and files), [`db`].
 
+mod arena;
 mod dict;
 mod error;
 mod node;
@@ -74,10 +75,16 @@ pub mod db;
 pub mod mab;
 
 pub use db::{Database, DbReader};
-pub use error::{ApplyError, DbError, Reason, SnapshotError};
+pub use error::{ApplyError, BuildError, DbError, Reason, SnapshotError};
 pub use mab::{RangeIter, Table, TableReader, TableView};
 
 use ivip_wire::Etr;
+
+/// Bytes of node memory the process has mapped for all tables (for metrics; freed
+/// nodes are reused, not returned to the system).
+pub fn node_memory_mapped_bytes() -> usize {
+    arena::mapped_bytes()
+}
 
 /// A micronet: `len` units from `start`, mapped to `etr` (zero: drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -30,7 +30,7 @@
 use core::fmt::Debug;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::Layout;
 
 /// Keys per block of an inner node and runs per group of a leaf.
 pub(crate) const B: usize = 16;
@@ -148,7 +148,7 @@ impl NodePtr {
         self.0.as_ptr() as usize
     }
 
-    fn raw(self) -> *mut u8 {
+    pub(crate) fn raw(self) -> *mut u8 {
         self.0.as_ptr()
     }
 }
@@ -166,9 +166,7 @@ pub(crate) fn inner_layout<U: Unit>() -> Layout {
 }
 
 fn raw_alloc(layout: Layout) -> NonNull<u8> {
-    // SAFETY: every layout here has a non-zero size.
-    let p = unsafe { alloc(layout) };
-    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
+    super::arena::alloc(layout)
 }
 
 /// A memory block to give back: its pointer and layout.
@@ -209,16 +207,17 @@ impl Block {
     /// No one reads the block any more (invariant 2) and it was allocated with this
     /// layout.
     pub(crate) unsafe fn free(self) {
-        // SAFETY: the caller's contract.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: the caller's contract; every block comes from the arena.
+        unsafe { super::arena::dealloc(self.ptr, self.layout) }
     }
 }
 
 /// Allocate a block for the dictionary (`dict.rs`), zeroed.
 pub(crate) fn alloc_zeroed_block(layout: Layout) -> NonNull<u8> {
-    // SAFETY: non-zero size.
-    let p = unsafe { std::alloc::alloc_zeroed(layout) };
-    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
+    let p = raw_alloc(layout);
+    // SAFETY: a fresh block of `layout.size()` bytes.
+    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, layout.size()) };
+    p
 }
 
 // ---------------------------------------------------------------------------
@@ -283,6 +282,43 @@ pub(crate) fn set_kids<U: Unit>(inner: &mut Inner<U>, kids: &[(U, NodePtr)]) {
         inner.kids[i] = p.raw();
     }
     for i in n..FANOUT {
+        inner.keys[i] = U::MAX;
+        inner.kids[i] = core::ptr::null_mut();
+    }
+    inner.head.h[0] = U::from_u64(n as u64);
+    for b in 1..B {
+        inner.head.h[b] = if b * B < n { inner.keys[b * B] } else { U::MAX };
+    }
+}
+
+/// A byte-for-byte copy of a node (an inner node, or a leaf with `layout`), as a
+/// new allocation the caller records as fresh.
+///
+/// # Safety
+/// `p` is a live node allocated with `layout`.
+pub(crate) unsafe fn clone_node(p: NodePtr, layout: Layout) -> NodePtr {
+    let q = raw_alloc(layout);
+    // SAFETY: two distinct allocations of `layout.size()` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(p.raw(), q.as_ptr(), layout.size()) };
+    NodePtr(q)
+}
+
+/// Set the value of run `i` of a leaf the writer owns.
+///
+/// # Safety
+/// `p` is a fresh leaf of unit `U` (invariant 1) with more than `i` runs.
+pub(crate) unsafe fn leaf_set_val<U: Unit>(p: NodePtr, i: usize, v: u32) {
+    // SAFETY: the caller's contract; group `i / B` exists.
+    unsafe {
+        let gp = p.raw().add(size_of::<Head<U>>()).cast::<Group<U>>();
+        (*gp.add(i / B)).vals[i % B] = v;
+    }
+}
+
+/// Rewrite the head of an inner node after its first `n` keys changed, padding the
+/// rest.
+pub(crate) fn fix_inner<U: Unit>(inner: &mut Inner<U>, n: usize, old_n: usize) {
+    for i in n..old_n.max(n) {
         inner.keys[i] = U::MAX;
         inner.kids[i] = core::ptr::null_mut();
     }
@@ -508,16 +544,9 @@ impl<'a, U: Unit> TreeRef<'a, U> {
     }
 
     /// Look up many units at once (`lo <= u < hi` for each), overlapping their memory
-    /// accesses: each look-up is a small state machine, and `WIDTH` of them take
-    /// turns, each step prefetching what its next step reads (asynchronous memory
-    /// access chaining).
+    /// accesses ([`batch`]).
     pub(crate) fn find_batch(&self, units: &[u64], out: &mut [RawRun]) {
-        batch::<U>(
-            core::slice::from_ref(self),
-            units.len(),
-            |i| (0, units[i]),
-            out,
-        );
+        batch::<U>(self, units, out);
     }
 }
 
@@ -562,128 +591,81 @@ impl<U: Unit> Iterator for RunIter<'_, U> {
 // Batched look-up
 // ---------------------------------------------------------------------------
 
-/// Look-ups in flight at once. Each step of one look-up prefetches two or three
-/// lines; 16 look-ups keep about 40 lines in flight, near what one core can track.
-const WIDTH: usize = 16;
+/// Look-ups descending together. Each pass over the group touches one level of
+/// every look-up and prefetches what the next pass reads, so a look-up's line has
+/// had 31 other look-ups' work to arrive in (about 300 ns, near DRAM latency) and
+/// up to about 64 lines are in flight.
+const GROUP: usize = 32;
 
-#[derive(Clone, Copy)]
-struct Slot {
-    node: NodePtr,
-    hi: u128,
-    /// The input index, or `usize::MAX` for an idle slot.
-    idx: usize,
-    unit: u64,
-    tree: u32,
-    /// Inner levels left above the leaf.
-    level: u8,
-    /// 0: the node's head is (being) loaded; 1: the block or group is.
-    phase: u8,
+/// Look up `units` (each inside the tree's range) in `tree`: `out[i]` receives the
+/// run holding `units[i]`. The descent is done level by level for groups of
+/// [`GROUP`] units with prefetching between passes, so the memory accesses of a
+/// group overlap instead of queueing.
+pub(crate) fn batch<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
+    for (us, os) in units.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        group::<U>(tree, us, os);
+    }
 }
 
-/// Run `n` look-ups: input `i` is `get(i) = (tree index, unit)`; `out[i]` receives the
-/// run. Every unit lies inside its tree's range.
-pub(crate) fn batch<U: Unit>(
-    trees: &[TreeRef<'_, U>],
-    n: usize,
-    get: impl Fn(usize) -> (usize, u64),
-    out: &mut [RawRun],
-) {
-    let idle = Slot {
-        node: trees
-            .first()
-            .map_or(NodePtr(NonNull::dangling()), |t| t.root),
-        hi: 0,
-        idx: usize::MAX,
-        unit: 0,
-        tree: 0,
-        level: 0,
-        phase: 0,
-    };
-    let mut slots = [idle; WIDTH];
-    let mut next = 0usize;
-    let mut busy = 0usize;
-    let start = |s: &mut Slot, i: usize| {
-        let (t, unit) = get(i);
-        let tr = &trees[t];
-        prefetch(tr.root.raw());
-        *s = Slot {
-            node: tr.root,
-            hi: tr.hi,
-            idx: i,
-            unit,
-            tree: t as u32,
-            level: tr.height,
-            phase: 0,
-        };
-    };
-    for s in slots.iter_mut() {
-        if next < n {
-            start(s, next);
-            next += 1;
-            busy += 1;
+#[inline(always)]
+fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
+    let g = units.len().min(out.len()).min(GROUP);
+    let mut node = [tree.root; GROUP];
+    let mut hi = [tree.hi; GROUP];
+    let mut blk = [0usize; GROUP];
+    let mut uu = [U::MAX; GROUP];
+    for k in 0..g {
+        uu[k] = U::from_u64(units[k]);
+    }
+    for _ in 0..tree.height {
+        for k in 0..g {
+            // SAFETY: above level 0 every node is an inner node of a live tree.
+            let inner = unsafe { inner_ref::<U>(node[k]) };
+            let b = count_le_tail(&inner.head.h, uu[k]).min((inner.len() - 1) / B);
+            blk[k] = b;
+            prefetch(inner.keys[b * B..].as_ptr());
+            prefetch(inner.kids[b * B..].as_ptr());
+            prefetch(inner.kids[b * B + 8..].as_ptr());
+        }
+        for k in 0..g {
+            // SAFETY: as above.
+            let inner = unsafe { inner_ref::<U>(node[k]) };
+            let n = inner.len();
+            let b = blk[k];
+            let (blocks, _) = inner.keys.as_chunks::<B>();
+            let r = count_le(&blocks[b], uu[k]).min(n - b * B).max(1);
+            let i = b * B + r - 1;
+            if i + 1 < n {
+                hi[k] = u128::from(inner.keys[i + 1].get());
+            }
+            let c = inner.kid(i);
+            node[k] = c;
+            prefetch(c.raw());
+            if size_of::<Head<U>>() > 64 {
+                // SAFETY: the head is this many bytes long.
+                prefetch(unsafe { c.raw().add(64) });
+            }
         }
     }
-    while busy > 0 {
-        for s in slots.iter_mut() {
-            if s.idx == usize::MAX {
-                continue;
-            }
-            let u = U::from_u64(s.unit);
-            if s.level > 0 {
-                // SAFETY: above level 0 the node is an inner node of a live tree.
-                let inner = unsafe { inner_ref::<U>(s.node) };
-                let nk = inner.len();
-                if s.phase == 0 {
-                    let b = count_le_tail(&inner.head.h, u).min((nk - 1) / B);
-                    prefetch(inner.keys[b * B..].as_ptr());
-                    prefetch(inner.kids[b * B..].as_ptr());
-                    prefetch(inner.kids[b * B + 8..].as_ptr());
-                    s.phase = 1;
-                } else {
-                    let i = inner.search(u);
-                    if i + 1 < nk {
-                        s.hi = u128::from(inner.keys[i + 1].get());
-                    }
-                    s.node = inner.kid(i);
-                    s.level -= 1;
-                    s.phase = 0;
-                    let p = s.node.raw();
-                    prefetch(p);
-                    if size_of::<Head<U>>() > 64 {
-                        // SAFETY: the head is this many bytes long.
-                        prefetch(unsafe { p.add(64) });
-                    }
-                }
-                continue;
-            }
-            // SAFETY: level 0 is a leaf of a live tree.
-            let leaf = unsafe { leaf_ref::<U>(s.node) };
-            let ng = leaf.n.div_ceil(B);
-            let g = count_le_tail(leaf.head, u).min(ng - 1);
-            if s.phase == 0 {
-                let gp = (&leaf.groups[g] as *const Group<U>).cast::<u8>();
-                for off in (0..size_of::<Group<U>>()).step_by(64) {
-                    // SAFETY: within the group.
-                    prefetch(unsafe { gp.add(off) });
-                }
-                s.phase = 1;
-                continue;
-            }
-            let (_, start_u, end, val) =
-                search_group(leaf.head, &leaf.groups[g], g, ng, leaf.n, u, s.hi);
-            out[s.idx] = RawRun {
-                start: start_u,
-                end,
-                val,
-            };
-            let _ = s.tree;
-            if next < n {
-                start(s, next);
-                next += 1;
-            } else {
-                s.idx = usize::MAX;
-                busy -= 1;
-            }
+    for k in 0..g {
+        // SAFETY: level 0 is a leaf of a live tree.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        let ng = leaf.n.div_ceil(B);
+        let gi = count_le_tail(leaf.head, uu[k]).min(ng - 1);
+        blk[k] = gi;
+        let gp = (&leaf.groups[gi] as *const Group<U>).cast::<u8>();
+        for off in (0..size_of::<Group<U>>()).step_by(64) {
+            // SAFETY: within the group.
+            prefetch(unsafe { gp.add(off) });
         }
+    }
+    for k in 0..g {
+        // SAFETY: as above.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        let ng = leaf.n.div_ceil(B);
+        let gi = blk[k];
+        let (_, start, end, val) =
+            search_group(leaf.head, &leaf.groups[gi], gi, ng, leaf.n, uu[k], hi[k]);
+        out[k] = RawRun { start, end, val };
     }
 }

@@ -83,13 +83,32 @@ impl<'b, T: Base> Stage<'b, T> {
         {
             return pos;
         }
-        let (mut lo, _, _) = self.base.find(a);
-        let (_, mut hi, _) = self.base.find((b - 1) as u64);
+        let (s0, e0, v0) = self.base.find(a);
+        // Most commands name one run: one descent is enough.
+        let single = (b <= e0).then_some(v0);
+        let (mut lo, mut hi) = (s0, e0);
+        if single.is_none() {
+            hi = self.base.find((b - 1) as u64).1;
+        }
         // Windows that overlap or touch [lo, hi] are merged into one.
         let first = self.windows.partition_point(|w| w.hi < u128::from(lo));
         let mut last = first;
         while last < self.windows.len() && u128::from(self.windows[last].lo) <= hi {
             last += 1;
+        }
+        if first == last
+            && let Some(v) = single
+        {
+            self.windows.insert(
+                first,
+                Window {
+                    lo,
+                    hi,
+                    runs: vec![(lo, v)],
+                    base: vec![(lo, v)],
+                },
+            );
+            return first;
         }
         if first < last {
             lo = lo.min(self.windows[first].lo);
