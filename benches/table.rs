@@ -286,20 +286,18 @@ fn run_size(
             v
         };
     emit("table_build_s", build_s, "s", &p(&[]));
+    // Node memory counted block by block (leaves, inner nodes, the IPv6 dictionary
+    // and its index); the process's resident-set growth during the build is given
+    // alongside (it includes the generator's sample and partly filled 2 MiB chunks).
+    let bytes = table.memory_bytes();
     emit(
         "bytes_per_micronet",
-        rss as f64 / n as f64,
+        bytes as f64 / n as f64,
         "B",
         &p(&[
-            ("method", "rss".into()),
             ("runs_per_micronet", (table.runs() as f64 / n as f64).into()),
+            ("rss_bytes_per_micronet", (rss as f64 / n as f64).into()),
         ]),
-    );
-    emit(
-        "table_node_bytes_per_micronet",
-        table.memory_bytes() as f64 / n as f64,
-        "B",
-        &p(&[]),
     );
 
     // Look-up addresses: uniform over the populated part of the MAB.
@@ -393,14 +391,15 @@ fn run_size(
     for huge in [true, false] {
         emit(
             "random_read_per_s",
-            random_reads(rss as usize, huge, cfg.dur),
+            random_reads(bytes, huge, cfg.dur),
             "1/s",
-            &p(&[("bytes", rss.into()), ("huge_pages", huge.into())]),
+            &p(&[("bytes", bytes.into()), ("huge_pages", huge.into())]),
         );
     }
 
-    // Single-command sets while another thread looks up.
-    for publish_every in [1u64, 1024] {
+    // Single-command sets while another thread looks up: one `apply` per set, and
+    // `apply_many` (the same sets, fetched ahead in groups of 32).
+    for (api, publish_every) in [("apply", 1u64), ("apply", 1024), ("apply_many", 1024)] {
         let stop = Arc::new(AtomicBool::new(false));
         let looked = Arc::new(AtomicU64::new(0));
         let r = reader.clone();
@@ -417,34 +416,50 @@ fn run_size(
             l2.store(i as u64 * 64, Ordering::Relaxed);
         });
         let mut rng = Rng(0x5e7 ^ n);
+        let mut cmds: Vec<[Command; 1]> = Vec::with_capacity(publish_every as usize);
         let mut applied = 0u64;
-        let t = Instant::now();
-        while applied < cfg.sets && t.elapsed() < 4 * cfg.dur {
+        let mut el = 0.0f64;
+        let wall = Instant::now();
+        while applied < cfg.sets && el < 4.0 * cfg.dur.as_secs_f64() {
+            cmds.clear();
             for _ in 0..publish_every {
                 let m = sample[rng.below(sample.len() as u64) as usize];
-                table
-                    .apply(&[Command::SetEtr {
-                        start: m.start,
-                        len: m.len,
-                        etr: etr(f, &mut rng),
-                    }])
-                    .expect("sampled micronets exist");
-                applied += 1;
+                cmds.push([Command::SetEtr {
+                    start: m.start,
+                    len: m.len,
+                    etr: etr(f, &mut rng),
+                }]);
+            }
+            // Only applying and publishing is timed, not making the commands.
+            let t = Instant::now();
+            if api == "apply" {
+                for c in &cmds {
+                    table.apply(c).expect("sampled micronets exist");
+                }
+            } else {
+                table.apply_many(cmds.iter().map(|c| &c[..]), |r| {
+                    r.expect("sampled micronets exist");
+                });
             }
             table.publish();
+            el += t.elapsed().as_secs_f64();
+            applied += publish_every;
         }
-        let el = t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let _ = h.join();
+        let wall = wall.elapsed().as_secs_f64();
         emit(
             "sets_applied_per_s",
             applied as f64 / el,
             "1/s",
             &p(&[
+                ("api", api.into()),
                 ("publish_every", publish_every.into()),
                 (
                     "reader_lookups_per_s",
-                    (looked.load(Ordering::Relaxed) as f64 / el).round().into(),
+                    (looked.load(Ordering::Relaxed) as f64 / wall)
+                        .round()
+                        .into(),
                 ),
             ]),
         );
@@ -492,16 +507,22 @@ fn main() {
             sets: 4_000_000,
         }
     };
-    let v4: &[u64] = if quick {
-        &[100_000, 1_000_000]
-    } else {
-        &[1_000_000, 10_000_000, 100_000_000]
+    // IVIP_BENCH_V4 / IVIP_BENCH_V6: comma-separated sizes instead of the defaults.
+    let sizes = |var: &str, quick_sizes: &[u64], full: &[u64]| -> Vec<u64> {
+        match std::env::var(var) {
+            Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+            Err(_) if quick => quick_sizes.to_vec(),
+            Err(_) => full.to_vec(),
+        }
     };
-    for &n in v4 {
+    for n in sizes(
+        "IVIP_BENCH_V4",
+        &[100_000, 1_000_000],
+        &[1_000_000, 10_000_000, 100_000_000],
+    ) {
         bench_size(Family::V4, n, &cfg, true);
     }
-    let v6: &[u64] = if quick { &[100_000] } else { &[10_000_000] };
-    for &n in v6 {
+    for n in sizes("IVIP_BENCH_V6", &[100_000], &[10_000_000]) {
         bench_size(Family::V6, n, &cfg, true);
     }
 }

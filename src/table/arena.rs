@@ -53,9 +53,17 @@ static ARENA: [Mutex<Class>; CLASSES] = [const { Mutex::new(Class::new()) }; CLA
 /// Bytes of chunks mapped so far (all classes).
 static MAPPED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// Bytes of blocks handed out and not given back.
+static IN_USE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
 /// Bytes the arena has taken from the system.
 pub(crate) fn mapped_bytes() -> usize {
     MAPPED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Bytes of node blocks in use (handed out, not yet given back).
+pub(crate) fn in_use_bytes() -> usize {
+    IN_USE.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 fn class_of(layout: Layout) -> Option<usize> {
@@ -121,11 +129,13 @@ fn new_chunk() -> usize {
 /// A block for `layout` (64-byte aligned), uninitialised.
 pub(crate) fn alloc(layout: Layout) -> NonNull<u8> {
     let Some(c) = class_of(layout) else {
+        IN_USE.fetch_add(layout.size(), core::sync::atomic::Ordering::Relaxed);
         // SAFETY: non-zero size (every node layout has one).
         let p = unsafe { std::alloc::alloc(layout) };
         return NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout));
     };
     let size = (c + 1) * LINE;
+    IN_USE.fetch_add(size, core::sync::atomic::Ordering::Relaxed);
     let mut class = ARENA[c].lock();
     if let Some(p) = class.free.pop() {
         return p;
@@ -146,10 +156,12 @@ pub(crate) fn alloc(layout: Layout) -> NonNull<u8> {
 /// `p` came from [`alloc`] with the same `layout` and is not used again.
 pub(crate) unsafe fn dealloc(p: NonNull<u8>, layout: Layout) {
     let Some(c) = class_of(layout) else {
+        IN_USE.fetch_sub(layout.size(), core::sync::atomic::Ordering::Relaxed);
         // SAFETY: allocated by the global allocator with this layout.
         unsafe { std::alloc::dealloc(p.as_ptr(), layout) };
         return;
     };
+    IN_USE.fetch_sub((c + 1) * LINE, core::sync::atomic::Ordering::Relaxed);
     if cfg!(debug_assertions) {
         // Poison: a use after free reads garbage and fails loudly in tests.
         // SAFETY: the block is the caller's to give up, `(c + 1) * LINE` bytes.

@@ -106,7 +106,14 @@ impl<'a> Snap<'a> {
             }
             match self {
                 Snap::V4(t) => t.find_batch(&inside[..k], &mut raw[..k]),
-                Snap::V6(t, _) => t.find_batch(&inside[..k], &mut raw[..k]),
+                Snap::V6(t, d) => {
+                    t.find_batch(&inside[..k], &mut raw[..k]);
+                    for r in &raw[..k] {
+                        if r.val != GAP {
+                            d.prefetch(r.val);
+                        }
+                    }
+                }
             }
             for j in 0..k {
                 out[at[j]] = self.decode(raw[j]);
@@ -297,6 +304,15 @@ pub struct Table {
     last_bag: Arc<Bag>,
     graveyard: VecDeque<Arc<Version>>,
     unpublished: bool,
+    /// Buffers reused from set to set (no allocation per set in the common case).
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    windows: Vec<Window>,
+    spare: Vec<Window>,
+    runs: Vec<(u64, u32)>,
 }
 
 impl core::fmt::Debug for Table {
@@ -412,6 +428,7 @@ impl Table {
             last_bag: bag,
             graveyard: VecDeque::new(),
             unpublished: false,
+            scratch: Scratch::default(),
         }
     }
 
@@ -510,20 +527,82 @@ impl Table {
     /// # Errors
     /// [`ApplyError`] naming the failing command and why.
     pub fn apply(&mut self, cmds: &[Command]) -> Result<Changes, ApplyError> {
-        let (windows, changes) = {
+        let windows = core::mem::take(&mut self.scratch.windows);
+        let spare = core::mem::take(&mut self.scratch.spare);
+        let staged = {
             let base = StageBase {
                 snap: self.snap(),
                 mab: self.mab,
             };
-            let mut st = Stage::new(&base);
-            stage_all(&mut st, cmds)?;
-            let ch = st.changes();
-            (st.windows, ch)
+            let mut st = Stage::with_spare(&base, windows, spare);
+            match stage_all(&mut st, cmds) {
+                Ok(()) => {
+                    let ch = st.changes();
+                    Ok((st.windows, st.spare, ch))
+                }
+                Err(e) => Err((st.windows, st.spare, e)),
+            }
         };
-        for w in windows {
+        let (windows, spare, changes) = match staged {
+            Ok(x) => x,
+            Err((w, sp, e)) => {
+                self.recycle(w, sp);
+                return Err(e);
+            }
+        };
+        for w in &windows {
             self.commit(w);
         }
+        self.recycle(windows, spare);
         Ok(changes)
+    }
+
+    fn recycle(&mut self, mut windows: Vec<Window>, mut spare: Vec<Window>) {
+        spare.append(&mut windows);
+        // Keep a few windows' buffers; a huge set does not pin its memory.
+        spare.truncate(8);
+        for w in &mut spare {
+            if w.runs.capacity() > 1024 {
+                *w = Window::default();
+            }
+        }
+        self.scratch.windows = windows;
+        self.scratch.spare = spare;
+    }
+
+    /// Apply several command sets in order, each exactly as [`Table::apply`] would
+    /// (in order, as one, nothing changed if it fails); `each` receives each set's
+    /// result in turn. Faster than one `apply` per set when there are many: the
+    /// pages the next sets will touch are fetched into the cache, all at once, before
+    /// they are applied, so their memory latencies overlap.
+    pub fn apply_many<'c>(
+        &mut self,
+        sets: impl IntoIterator<Item = &'c [Command]>,
+        mut each: impl FnMut(Result<Changes, ApplyError>),
+    ) {
+        /// Sets fetched ahead at once.
+        const AHEAD: usize = 32;
+        let mut chunk: Vec<&[Command]> = Vec::with_capacity(AHEAD);
+        let mut units: Vec<u64> = Vec::with_capacity(2 * AHEAD);
+        let mut sets = sets.into_iter().peekable();
+        while sets.peek().is_some() {
+            chunk.clear();
+            chunk.extend(sets.by_ref().take(AHEAD));
+            units.clear();
+            for c in chunk.iter().flat_map(|s| s.iter()).take(2 * AHEAD) {
+                let (s, len) = c.range();
+                if len > 0 && self.mab.contains(s) {
+                    units.push(s);
+                }
+            }
+            match self.snap() {
+                Snap::V4(t) => super::node::warm(&t, &units),
+                Snap::V6(t, _) => super::node::warm(&t, &units),
+            }
+            for set in &chunk {
+                each(self.apply(set));
+            }
+        }
     }
 
     /// [`Table::apply`], then record `mab_seq` as the sequence the table reflects.
@@ -537,7 +616,7 @@ impl Table {
         Ok(ch)
     }
 
-    fn commit(&mut self, w: Window) {
+    fn commit(&mut self, w: &Window) {
         if w.runs == w.base {
             return;
         }
@@ -549,32 +628,25 @@ impl Table {
         let same_bounds =
             w.runs.len() == w.base.len() && w.runs.iter().zip(&w.base).all(|(a, b)| a.0 == b.0);
         let mem = &mut self.mem;
-        let runs: Vec<(u64, u32)> = match &mut self.state {
-            State::V4(_) => w
-                .runs
-                .iter()
-                .map(|&(s, v)| match v {
-                    WVal::Gap => (s, GAP),
-                    WVal::Net(x) => (s, x as u32),
-                })
-                .collect(),
+        let mut runs = core::mem::take(&mut self.scratch.runs);
+        runs.clear();
+        match &mut self.state {
+            State::V4(_) => runs.extend(w.runs.iter().map(|&(s, v)| match v {
+                WVal::Gap => (s, GAP),
+                WVal::Net(x) => (s, x as u32),
+            })),
             State::V6(_, d) => {
-                let runs = w
-                    .runs
-                    .iter()
-                    .map(|&(s, v)| match v {
-                        WVal::Gap => (s, GAP),
-                        WVal::Net(x) => (s, d.intern(mem, x)),
-                    })
-                    .collect();
+                runs.extend(w.runs.iter().map(|&(s, v)| match v {
+                    WVal::Gap => (s, GAP),
+                    WVal::Net(x) => (s, d.intern(mem, x)),
+                }));
                 for &(_, v) in &w.base {
                     if let WVal::Net(x) = v {
                         d.release_etr(x);
                     }
                 }
-                runs
             }
-        };
+        }
         match &mut self.state {
             State::V4(t) => {
                 if !(same_bounds && t.set_vals(mem, &runs)) {
@@ -586,6 +658,9 @@ impl Table {
                     t.replace(mem, w.lo, w.hi, &runs);
                 }
             }
+        }
+        if runs.capacity() <= 4096 {
+            self.scratch.runs = runs;
         }
     }
 

@@ -86,6 +86,11 @@ pub fn node_memory_mapped_bytes() -> usize {
     arena::mapped_bytes()
 }
 
+/// Bytes of node memory in use by all tables and the versions readers still hold.
+pub fn node_memory_in_use_bytes() -> usize {
+    arena::in_use_bytes()
+}
+
 /// A micronet: `len` units from `start`, mapped to `etr` (zero: drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Micronet {

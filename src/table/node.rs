@@ -607,17 +607,50 @@ pub(crate) fn batch<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [Ra
     }
 }
 
-#[inline(always)]
-fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
-    let g = units.len().min(out.len()).min(GROUP);
+/// Bring the leaves holding `units` (and the paths to them) into the cache, whole:
+/// what a writer is about to copy. The same grouped descent as [`batch`].
+pub(crate) fn warm<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64]) {
+    for us in units.chunks(GROUP) {
+        group_warm::<U>(tree, us);
+    }
+}
+
+fn group_warm<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64]) {
+    let g = units.len().min(GROUP);
     let mut node = [tree.root; GROUP];
-    let mut hi = [tree.hi; GROUP];
-    let mut blk = [0usize; GROUP];
     let mut uu = [U::MAX; GROUP];
     for k in 0..g {
         uu[k] = U::from_u64(units[k]);
     }
-    for _ in 0..tree.height {
+    descend::<U>(tree.height, g, &uu, &mut node, None);
+    // The head and the group a command reads; the copy of the rest streams well
+    // (sequential lines), and prefetching whole leaves for a group of sets would
+    // ask for more lines than a core can have in flight.
+    for k in 0..g {
+        // SAFETY: level 0 is a leaf of a live tree.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        let ng = leaf.n.div_ceil(B);
+        let gi = count_le_tail(leaf.head, uu[k]).min(ng - 1);
+        let gp = (&leaf.groups[gi] as *const Group<U>).cast::<u8>();
+        for off in (0..size_of::<Group<U>>()).step_by(64) {
+            // SAFETY: within the group.
+            prefetch(unsafe { gp.add(off) });
+        }
+    }
+}
+
+/// The inner levels of a grouped descent: `node[k]` goes from the root to the leaf
+/// holding `uu[k]`; `hi[k]` (if given) to the end of that leaf's range.
+#[inline(always)]
+fn descend<U: Unit>(
+    height: u8,
+    g: usize,
+    uu: &[U; GROUP],
+    node: &mut [NodePtr; GROUP],
+    mut hi: Option<&mut [u128; GROUP]>,
+) {
+    let mut blk = [0usize; GROUP];
+    for _ in 0..height {
         for k in 0..g {
             // SAFETY: above level 0 every node is an inner node of a live tree.
             let inner = unsafe { inner_ref::<U>(node[k]) };
@@ -635,7 +668,9 @@ fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
             let (blocks, _) = inner.keys.as_chunks::<B>();
             let r = count_le(&blocks[b], uu[k]).min(n - b * B).max(1);
             let i = b * B + r - 1;
-            if i + 1 < n {
+            if let Some(hi) = hi.as_deref_mut()
+                && i + 1 < n
+            {
                 hi[k] = u128::from(inner.keys[i + 1].get());
             }
             let c = inner.kid(i);
@@ -647,6 +682,19 @@ fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
             }
         }
     }
+}
+
+#[inline(always)]
+fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
+    let g = units.len().min(out.len()).min(GROUP);
+    let mut node = [tree.root; GROUP];
+    let mut hi = [tree.hi; GROUP];
+    let mut blk = [0usize; GROUP];
+    let mut uu = [U::MAX; GROUP];
+    for k in 0..g {
+        uu[k] = U::from_u64(units[k]);
+    }
+    descend::<U>(tree.height, g, &uu, &mut node, Some(&mut hi));
     for k in 0..g {
         // SAFETY: level 0 is a leaf of a live tree.
         let leaf = unsafe { leaf_ref::<U>(node[k]) };

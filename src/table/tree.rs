@@ -419,13 +419,15 @@ impl<U: Unit> Tree<U> {
             return true;
         };
         let u = U::from_u64(first);
-        let mut path: Vec<(NodePtr, usize)> = Vec::with_capacity(usize::from(self.height));
+        // 256^16 leaves is beyond any MAB, so the path fits.
+        let mut path = [(self.root, 0usize); 16];
+        let height = usize::from(self.height).min(path.len());
         let mut node = self.root;
-        for _ in 0..self.height {
+        for step in path.iter_mut().take(height) {
             // SAFETY: an inner node of the working tree.
             let inner = unsafe { inner_ref::<U>(node) };
             let i = inner.search(u);
-            path.push((node, i));
+            *step = (node, i);
             node = inner.kid(i);
         }
         // SAFETY: a leaf of the working tree.
@@ -452,7 +454,7 @@ impl<U: Unit> Tree<U> {
             unsafe { leaf_set_val::<U>(child, j + k, v) };
         }
         let mut changed = child != node;
-        for &(p, i) in path.iter().rev() {
+        for &(p, i) in path[..height].iter().rev() {
             if !changed {
                 return true;
             }
