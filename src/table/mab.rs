@@ -34,7 +34,7 @@ impl<'a> Snap<'a> {
 
     #[inline]
     fn decode(&self, r: RawRun) -> Mapping {
-        let len = (r.end - u128::from(r.start)) as u64;
+        let len = r.len;
         if r.val == GAP {
             return Mapping::Unassigned {
                 start: r.start,
@@ -83,8 +83,9 @@ impl<'a> Snap<'a> {
     }
 
     pub(crate) fn lookup_batch(&self, units: &[u64], out: &mut [Mapping]) {
-        /// Look-ups per round: bounds the stack arrays below.
-        const ROUND: usize = 256;
+        /// Look-ups per round: bounds the stack arrays below (kept small: they are
+        /// initialised on every call).
+        const ROUND: usize = 64;
         let n = units.len().min(out.len());
         let (lo, hi) = self.lo_hi();
         let mut inside = [0u64; ROUND];
@@ -158,12 +159,16 @@ impl Runs<'_> {
     /// The next run: start, end, ETR as `u128` or `None` for unassigned.
     pub(crate) fn next_run(&mut self) -> Option<(u64, u128, Option<u128>)> {
         match self {
-            Runs::V4(it) => it
-                .next()
-                .map(|r| (r.start, r.end, (r.val != GAP).then_some(u128::from(r.val)))),
+            Runs::V4(it) => it.next().map(|r| {
+                (
+                    r.start,
+                    r.end(),
+                    (r.val != GAP).then_some(u128::from(r.val)),
+                )
+            }),
             Runs::V6(it, d) => it
                 .next()
-                .map(|r| (r.start, r.end, (r.val != GAP).then(|| d.get(r.val)))),
+                .map(|r| (r.start, r.end(), (r.val != GAP).then(|| d.get(r.val)))),
         }
     }
 }
@@ -218,7 +223,7 @@ impl Base for StageBase<'_> {
 
     fn find(&self, u: u64) -> (u64, u128, WVal) {
         let r = self.snap.find(u);
-        (r.start, r.end, self.snap.wval(r.val))
+        (r.start, r.end(), self.snap.wval(r.val))
     }
 
     fn runs_between(&self, lo: u64, hi: u128, out: &mut Vec<(u64, WVal)>) {

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::node::{
-    Block, FANOUT, INNER_MIN, LEAF_MAX, LEAF_MIN, NodePtr, TreeRef, Unit, clone_node, fix_inner,
-    inner_layout, inner_mut, inner_new, inner_ref, leaf_new, leaf_ref, leaf_set_val,
+    Block, FANOUT, INNER_MIN, NodePtr, TreeRef, Unit, clone_node, fix_inner, inner_layout,
+    inner_mut, inner_new, inner_ref, leaf_new, leaf_ref, leaf_set_val,
 };
 
 // ---------------------------------------------------------------------------
@@ -194,18 +194,18 @@ impl<U: Unit> Tree<U> {
         runs: impl IntoIterator<Item = (u64, u32)>,
     ) -> Tree<U> {
         let mut leaves: Vec<(U, NodePtr)> = Vec::new();
-        let mut buf: Vec<(U, u32)> = Vec::with_capacity(2 * LEAF_MAX);
+        let mut buf: Vec<(U, u32)> = Vec::with_capacity(2 * U::LEAF_MAX);
         let mut count = 0u64;
         for (s, v) in runs {
             buf.push((U::from_u64(s), v));
             count += 1;
-            if buf.len() == 2 * LEAF_MAX {
-                Self::push_leaf(mem, &buf[..LEAF_MAX], &mut leaves);
-                buf.drain(..LEAF_MAX);
+            if buf.len() == 2 * U::LEAF_MAX {
+                Self::push_leaf(mem, &buf[..U::LEAF_MAX], &mut leaves);
+                buf.drain(..U::LEAF_MAX);
             }
         }
         debug_assert!(!buf.is_empty(), "runs tile a non-empty MAB");
-        for chunk in even_chunks(&buf, LEAF_MAX) {
+        for chunk in even_chunks(&buf, U::LEAF_MAX) {
             Self::push_leaf(mem, chunk, &mut leaves);
         }
         let mut level = leaves;
@@ -236,7 +236,7 @@ impl<U: Unit> Tree<U> {
         if runs.is_empty() {
             return;
         }
-        for chunk in even_chunks(runs, LEAF_MAX) {
+        for chunk in even_chunks(runs, U::LEAF_MAX) {
             Self::push_leaf(mem, chunk, out);
         }
     }
@@ -507,7 +507,7 @@ impl<U: Unit> Tree<U> {
     fn underfull(node: NodePtr, level: u8) -> bool {
         if level == 0 {
             // SAFETY: a leaf of the working tree.
-            unsafe { leaf_ref::<U>(node) }.len() < LEAF_MIN
+            unsafe { leaf_ref::<U>(node) }.len() < U::LEAF_MIN
         } else {
             // SAFETY: an inner node of the working tree.
             unsafe { inner_ref::<U>(node) }.len() < INNER_MIN
@@ -523,7 +523,7 @@ impl<U: Unit> Tree<U> {
         out: &mut Vec<(U, NodePtr)>,
     ) {
         if level == 0 {
-            let mut runs = Vec::with_capacity(2 * LEAF_MAX);
+            let mut runs = Vec::with_capacity(2 * U::LEAF_MAX);
             for p in [a, b] {
                 // SAFETY: leaves of the working tree.
                 let leaf = unsafe { leaf_ref::<U>(p) };
@@ -577,7 +577,7 @@ impl<U: Unit> Tree<U> {
             if level == 0 {
                 // SAFETY: a leaf of the working tree.
                 let leaf = unsafe { leaf_ref::<U>(p) };
-                assert!((1..=LEAF_MAX).contains(&leaf.len()));
+                assert!((1..=U::LEAF_MAX).contains(&leaf.len()));
                 assert!(root || leaf.len() >= 1);
                 assert_eq!(u128::from(leaf.run(0).0.get()), lo, "leaf key");
                 for i in 1..leaf.len() {
