@@ -137,6 +137,7 @@ impl Line {
 
     #[inline(always)]
     fn set<U: Unit>(&mut self, j: usize, start: U, val: u32) {
+        debug_assert!(U::G * U::SLOT <= 64 && j < U::G);
         start.write(&mut self.0[j * U::SLOT..]);
         self.set_val::<U>(j, val);
     }
@@ -199,7 +200,6 @@ pub(crate) struct Inner<U> {
 }
 
 const _: () = assert!(size_of::<Head<u32>>() == 64 && size_of::<Head<u64>>() == 128);
-const _: () = assert!(u32::G * u32::SLOT <= 64 && u64::G * u64::SLOT <= 64);
 
 /// A pointer to a node; what it points at depends on the level it is found at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
