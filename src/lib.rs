@@ -24,3 +24,4 @@ pub mod ruas;
 pub mod sign;
 pub mod store;
 pub mod time;
+pub mod uas;
