@@ -197,6 +197,18 @@ pub fn check(
     current: &[Micronet],
     cmds: &[Command],
 ) -> Result<Vec<ChangedJson>, SetRejection> {
+    apply(mab, current, cmds).map(|(_, c)| c)
+}
+
+/// As [`check`], also returning the micronets after the set, in order.
+///
+/// # Errors
+/// [`SetRejection`] naming the first failing command and why.
+pub fn apply(
+    mab: &Mab,
+    current: &[Micronet],
+    cmds: &[Command],
+) -> Result<(Vec<Micronet>, Vec<ChangedJson>), SetRejection> {
     let before: Map = current.iter().map(|m| (m.start, (m.len, m.etr))).collect();
     let mut after = before.clone();
     for (i, c) in cmds.iter().enumerate() {
@@ -233,10 +245,15 @@ pub fn check(
             _ => out.push((u, len, now)),
         }
     }
-    Ok(out
+    let changed = out
         .into_iter()
         .map(|(s, l, st)| changed_json(mab.family(), s, l, st.map(|x| x.2)))
-        .collect())
+        .collect();
+    let nets = after
+        .into_iter()
+        .map(|(start, (len, etr))| Micronet { start, len, etr })
+        .collect();
+    Ok((nets, changed))
 }
 
 #[cfg(test)]

@@ -24,4 +24,5 @@ pub mod forward;
 pub mod http;
 pub mod service;
 pub mod state;
+pub mod tool;
 pub mod upstream;
