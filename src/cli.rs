@@ -10,11 +10,13 @@ pub(crate) const USAGE: &str = "\
 usage: ivip <command> [options]
 
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
-  uas --config FILE       user-facing update authorisation server: HTTP API and
-                          web page for end users, signs and forwards their sets
+  replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
+  mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
+  uas --config FILE          end users' update authorisation server: HTTP API and web
+                             page; checks, audits, signs and forwards their sets
   uas hash-password [--password-file FILE]
-                          print an Argon2id hash for a UAS user (stdin if no file)
-  uas audit DIR           print a UAS audit trail as JSON lines
+                             print an Argon2id hash for a UAS user (stdin if no file)
+  uas audit DIR              print a UAS audit trail as JSON lines
 
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
@@ -56,6 +58,8 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         }
         "keygen" => keygen(args),
         "query" => query(args),
+        "replicator" => replicator(args),
+        "mps" => mps(args),
         "uas" => tool(ivip::uas::tool::uas_main(args)),
         "update" => tool(ivip::uas::tool::update_main(args)),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
@@ -71,7 +75,6 @@ fn tool(r: Result<u8, ivip::uas::tool::ToolError>) -> Result<ExitCode, Failed> {
 }
 
 /// `--config FILE`, the only option most daemons take.
-#[allow(dead_code)] // the daemon arms use it as they land
 pub(crate) fn config_path(args: Vec<OsString>) -> Result<PathBuf, Failed> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
@@ -83,6 +86,23 @@ pub(crate) fn config_path(args: Vec<OsString>) -> Result<PathBuf, Failed> {
         }
     }
     path.ok_or_else(|| Failed::Usage("--config FILE is required".into()))
+}
+
+fn replicator(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let settings = ivip::replicator::ReplicatorConfig::load(&path)
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::replicator::run(&settings, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mps(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let settings = ivip::mps::MpsConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::mps::run(&settings, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn keygen(args: Vec<OsString>) -> Result<ExitCode, Failed> {

@@ -10,18 +10,27 @@
 //! 3. The role modules: each has a sans-IO `core` fed `(now, input)` and a thin
 //!    driver that owns sockets and clocks.
 #![warn(missing_docs, unreachable_pub)]
+#![deny(unsafe_code)] // allowed only in net::udp, table's page memory, and daemon's signal handler
 
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod delegation;
+pub mod feed;
+pub mod http;
 pub mod keyfile;
+pub mod metrics;
+pub mod mps;
+pub mod net;
 pub mod notify;
 pub mod qsc;
 pub mod range;
+pub mod replicator;
 pub mod rng;
 pub mod ruas;
+pub mod seq;
 pub mod sign;
 pub mod store;
+pub mod table;
 pub mod time;
 pub mod uas;
