@@ -253,6 +253,17 @@ fn three_level_tree_carries_a_users_change_into_the_ruas_master() {
     assert_eq!(mid.claimed.as_deref(), Some("uas-z/alice"));
     assert_eq!(mid.code.as_deref(), Some("accepted"));
     assert_eq!(mid.request_id, commands[1].request_id);
+
+    // And counted it.
+    let m = String::from_utf8(get(&t.leaf, "/metrics", None).body).unwrap();
+    assert_eq!(
+        ivip::metrics::sample(&m, "ivip_uas_outcomes_total{code=\"accepted\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        ivip::metrics::sample(&m, "ivip_uas_forwards_total"),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -489,7 +500,7 @@ fn a_set_invalid_against_current_state_is_refused_before_signing() {
         &set(json!([{"op": "define", "range": "20.1.2.8+16", "etr": "11.0.0.3"}])),
     );
     let v = assert_refused(&t, &a, 409, "invalid_commands");
-    assert_eq!(v["reason"], "not_free");
+    assert_eq!(v["reason"], "overlap");
     assert!(
         t.leaf
             .audit()

@@ -254,6 +254,57 @@ fn writer(mut log: AppendLog, rx: Receiver<Job>, dir: PathBuf, segment_bytes_max
     }
 }
 
+/// Why one frame of the trail is not a record (spec: audit.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditParseError {
+    /// The bytes end inside the frame (a torn tail when at the end of the log).
+    Incomplete,
+    /// The frame's checksum does not match.
+    Corrupt,
+    /// The body is not a JSON record of this format.
+    BadRecord,
+    /// Bytes follow the frame.
+    TrailingBytes,
+}
+
+impl std::fmt::Display for AuditParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuditParseError::Incomplete => "frame cut short",
+            AuditParseError::Corrupt => "frame checksum mismatch",
+            AuditParseError::BadRecord => "frame body is not an audit record",
+            AuditParseError::TrailingBytes => "bytes after the frame",
+        })
+    }
+}
+
+/// Parse one whole frame holding one record.
+///
+/// # Errors
+/// [`AuditParseError`].
+pub fn parse_frame(b: &[u8]) -> Result<AuditRecord, AuditParseError> {
+    let (body, n) = frame::split(b).map_err(|e| match e {
+        frame::FrameError::Incomplete => AuditParseError::Incomplete,
+        frame::FrameError::Corrupt => AuditParseError::Corrupt,
+    })?;
+    if n != b.len() {
+        return Err(AuditParseError::TrailingBytes);
+    }
+    parse_body(body)
+}
+
+/// Parse a frame body. Unknown fields are ignored (audit.md §4); `v` must be 1.
+///
+/// # Errors
+/// [`AuditParseError::BadRecord`].
+pub fn parse_body(body: &[u8]) -> Result<AuditRecord, AuditParseError> {
+    let r: AuditRecord = serde_json::from_slice(body).map_err(|_| AuditParseError::BadRecord)?;
+    if r.v != AUDIT_VERSION {
+        return Err(AuditParseError::BadRecord);
+    }
+    Ok(r)
+}
+
 /// Why the trail could not be read.
 #[derive(Debug)]
 pub enum AuditReadError {
@@ -319,7 +370,7 @@ pub fn read_records(dir: &Path) -> Result<Vec<AuditRecord>, AuditReadError> {
         while at < b.len() {
             match frame::split(&b[at..]) {
                 Ok((body, n)) => {
-                    let r: AuditRecord = serde_json::from_slice(body).map_err(|e| {
+                    let r = parse_body(body).map_err(|e| {
                         AuditReadError::Corrupt(p.clone(), at as u64, e.to_string())
                     })?;
                     out.push(r);
@@ -398,5 +449,174 @@ mod tests {
         r.detail = Some("é".repeat(DETAIL_LEN_MAX));
         let back: AuditRecord = serde_json::from_slice(&r.to_json()).unwrap();
         assert!(back.detail.unwrap().len() <= DETAIL_LEN_MAX);
+    }
+
+    fn vector_records() -> Vec<(&'static str, AuditRecord)> {
+        let mut intent = AuditRecord::new(
+            1_764_073_316_000_000,
+            AuditEvent::Intent,
+            "192.0.2.7:40000",
+            "POST",
+            "/v1/commands",
+        );
+        intent.who = "user-u".into();
+        intent.auth = "session".into();
+        intent.request_id = Some("1122334455667788".into());
+        intent.mab = Some("20.0.0.0/14".into());
+        intent.commands = Some(vec![
+            "set-etr 20.1.2.0+16 0.0.0.0".into(),
+            "split 20.1.2.0+16 at 4".into(),
+        ]);
+        intent.dry_run = Some(false);
+        let mut done = intent.clone();
+        done.event = AuditEvent::Done;
+        done.time_us += 2_000;
+        done.status = Some(200);
+        done.code = Some("accepted".into());
+        done.mab_seq = Some(42);
+        let mut refused = AuditRecord::new(
+            1_764_073_317_000_000,
+            AuditEvent::Done,
+            "[2001:db8::9]:5555",
+            "POST",
+            "/v1/commands",
+        );
+        refused.claimed = Some("user-u".into());
+        refused.status = Some(401);
+        refused.code = Some("unauthorized".into());
+        refused.detail = Some("wrong user name, password or key".into());
+        let mut child = AuditRecord::new(
+            1_764_073_318_000_000,
+            AuditEvent::Done,
+            "127.0.0.1:41000",
+            "POST",
+            "/v1/sumuc",
+        );
+        child.who = "child:uas-z".into();
+        child.auth = "child".into();
+        child.claimed = Some("uas-z/user-u".into());
+        child.request_id = Some("1122334455667788".into());
+        child.mab = Some("20.0.0.0/14".into());
+        child.commands = Some(vec!["set-etr 20.1.8.0+4 11.0.0.1".into()]);
+        child.status = Some(403);
+        child.code = Some("not_delegated".into());
+        child.command = Some(0);
+        child.detail = Some("command 0 touches addresses not delegated to the signer".into());
+        vec![
+            (
+                "intent: a user's set about to be signed and forwarded",
+                intent,
+            ),
+            ("done: the RUAS accepted it with per-MAB sequence 42", done),
+            (
+                "done: wrong password, refused before anything else",
+                refused,
+            ),
+            ("done: a child UAS's SUMUC refused as not delegated", child),
+        ]
+    }
+
+    fn hex_lines(b: &[u8]) -> String {
+        b.chunks(32)
+            .map(|c| format!("hex: {}\n", ivip_wire::hex::encode(c)))
+            .collect()
+    }
+
+    const VECTORS: &str = include_str!("../../spec/vectors/audit.txt");
+
+    #[test]
+    fn spec_vectors_parse_and_re_encode_exactly() {
+        if std::env::var_os("IVIP_WRITE_VECTORS").is_some() {
+            let mut out = String::from(
+                "# Audit trail records (spec/audit.md): each vector is one whole log frame\n\
+                 # (length, CRC-32C, JSON body; log.md §3). `fields:` is the body.\n\n",
+            );
+            for (name, r) in vector_records() {
+                out += &format!("name: {name}\n");
+                out += &hex_lines(&frame::encode(&r.to_json()));
+                out += &format!("fields: {}\n\n", String::from_utf8(r.to_json()).unwrap());
+            }
+            let bad = [
+                ("body is not JSON", frame::encode(b"not json"), "BadRecord"),
+                (
+                    "required field `who` missing",
+                    frame::encode(br#"{"v":1,"time_us":1,"event":"done","auth":"none","from":"x","method":"GET","path":"/"}"#),
+                    "BadRecord",
+                ),
+                (
+                    "unknown version",
+                    frame::encode(br#"{"v":2,"time_us":1,"event":"done","who":"-","auth":"none","from":"x","method":"GET","path":"/"}"#),
+                    "BadRecord",
+                ),
+                ("checksum does not match", {
+                    let mut f = frame::encode(&vector_records()[0].1.to_json());
+                    f[12] ^= 1;
+                    f
+                }, "Corrupt"),
+                ("frame cut short", {
+                    let f = frame::encode(&vector_records()[0].1.to_json());
+                    f[..f.len() - 1].to_vec()
+                }, "Incomplete"),
+            ];
+            for (name, b, e) in bad {
+                out += &format!("name: {name}\n{}error: {e}\n\n", hex_lines(&b));
+            }
+            std::fs::write(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/spec/vectors/audit.txt"),
+                out.trim_end().to_string() + "\n",
+            )
+            .unwrap();
+            return;
+        }
+        let mut valid = 0;
+        let mut invalid = 0;
+        for block in VECTORS.split("\n\n") {
+            let mut hex = String::new();
+            let mut fields = None;
+            let mut error = None;
+            for line in block.lines() {
+                if let Some(h) = line.strip_prefix("hex: ") {
+                    hex.push_str(h.trim());
+                } else if let Some(f) = line.strip_prefix("fields: ") {
+                    fields = Some(f);
+                } else if let Some(e) = line.strip_prefix("error: ") {
+                    error = Some(e);
+                }
+            }
+            if hex.is_empty() {
+                continue;
+            }
+            let bytes = ivip_wire::hex::decode(&hex).unwrap();
+            match (fields, error) {
+                (Some(f), None) => {
+                    let r = parse_frame(&bytes).unwrap();
+                    assert_eq!(String::from_utf8(r.to_json()).unwrap(), f);
+                    assert_eq!(frame::encode(&r.to_json()), bytes);
+                    valid += 1;
+                }
+                (None, Some(e)) => {
+                    let got = parse_frame(&bytes).unwrap_err();
+                    assert_eq!(format!("{got:?}"), e);
+                    invalid += 1;
+                }
+                _ => panic!("vector needs fields: or error: {block}"),
+            }
+        }
+        assert_eq!((valid, invalid), (4, 5));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_on_random_or_mutated_frames(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+            flip in 0usize..400,
+        ) {
+            let _ = parse_frame(&bytes);
+            let mut f = frame::encode(&vector_records()[1].1.to_json());
+            let i = flip % f.len();
+            f[i] ^= 0x20;
+            let _ = parse_frame(&f);
+            let _ = parse_body(&bytes);
+        }
     }
 }

@@ -836,4 +836,14 @@ public_keys = ["{pk}"]
         assert!(Credentials::parse("Ivip-Ed25519 user=alice").is_err());
         assert!(Credentials::parse("Digest x").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn header_parsing_never_panics(s in ".{0,200}") {
+            let _ = Credentials::parse(&s);
+            let _ = base64_decode(&s);
+            let _ = Credentials::parse(&format!("Basic {s}"));
+            let _ = Credentials::parse(&format!("Ivip-Ed25519 {s}"));
+        }
+    }
 }

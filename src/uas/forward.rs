@@ -398,4 +398,21 @@ ranges = ["20.1.0.0+100", "20.1.0.100+28"]
             assert!(Ed25519Verifier.verify(&k.public(), &bad, &sig).is_err());
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn child_checks_never_panic_on_random_or_mutated_sumucs(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            at in 0usize..300,
+            x in 1u8..=255,
+        ) {
+            let z = KeyPair::from_seed(&[3; 32]);
+            let c = cfg(&z);
+            let _ = check_child_sumuc(&bytes, &c, &Ed25519Verifier, NOW);
+            let mut good = sign_sumuc(sumuc("20.0.0.0/14", BASE, 4), &z, NOW).unwrap();
+            let i = at % good.len();
+            good[i] ^= x;
+            proptest::prop_assert!(check_child_sumuc(&good, &c, &Ed25519Verifier, NOW).is_err());
+        }
+    }
 }

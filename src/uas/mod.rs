@@ -9,8 +9,8 @@
 //! checks its child's signature and delegation, re-signs, and forwards; the RUAS's
 //! answer travels back the same way.
 //!
-//! Reading order: [`config`] (the tree), [`check`] (ETR and UAB rules), [`engine`]
-//! and [`state`] (micronet rules over state read from the parent), [`auth`],
+//! Reading order: [`config`] (the tree), [`check`] (ETR and UAB rules), [`state`]
+//! (micronet rules of `ivip::table` over state read from the parent), [`auth`],
 //! [`audit`], [`forward`] (SUMUCs and signed answers), [`service`] (the request
 //! handler), [`http`] (sockets, threads, the daemon). API: spec/uas-api.md.
 
@@ -19,7 +19,6 @@ pub mod audit;
 pub mod auth;
 pub mod check;
 pub mod config;
-pub mod engine;
 pub mod forward;
 pub mod http;
 pub mod service;

@@ -8,9 +8,7 @@
 //! signed with the UAS's key (uas-api.md §6). The socket side is in
 //! [`crate::uas::http`]; time is passed in.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ivip_wire::sumuc::Sumuc;
 use ivip_wire::{Command, Family, Mab};
@@ -19,6 +17,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::Digest as _;
 
+use crate::metrics::{Counter, CounterVec, Registry};
 use crate::range::UnitRange;
 use crate::rng::Rng;
 use crate::sign::{Ed25519Verifier, KeyPair};
@@ -235,49 +234,108 @@ impl From<AuthError> for Refuse {
 // Metrics
 // ---------------------------------------------------------------------------
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
+/// Endpoints counted in `ivip_uas_requests_total`.
+const ENDPOINTS: &[&str] = &[
+    "login",
+    "logout",
+    "me",
+    "micronets",
+    "commands",
+    "sumuc",
+    "mapping",
+    "other",
+    "any",
+];
+
+/// Outcome codes counted in `ivip_uas_outcomes_total`; anything else (a code
+/// relayed from a parent that this UAS does not know) counts as `other`.
+const OUTCOMES: &[&str] = &[
+    "accepted",
+    "scheduled",
+    "dry_run_ok",
+    "ok",
+    "unauthorized",
+    "rate_limited",
+    "malformed",
+    "too_large",
+    "spans_mabs",
+    "bad_etr",
+    "outside_uab",
+    "invalid_commands",
+    "not_found",
+    "unknown_signer",
+    "bad_signature",
+    "stale",
+    "unknown_mab",
+    "not_delegated",
+    "parent_unreachable",
+    "parent_bad_answer",
+    "audit_unavailable",
+    "other",
+];
+
+/// The UAS's metrics (`GET /metrics`, Prometheus text via `ivip::metrics`).
+#[derive(Debug, Clone)]
 pub struct Metrics {
-    by_code: Mutex<std::collections::BTreeMap<(String, String), u64>>,
-    forward_us_sum: AtomicU64,
-    forward_count: AtomicU64,
-    audit_failures: AtomicU64,
+    /// The registry rendered at `/metrics`.
+    pub registry: Registry,
+    requests: CounterVec,
+    outcomes: CounterVec,
+    forward_us: Counter,
+    forwards: Counter,
+    audit_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let registry = Registry::new();
+        Metrics {
+            requests: registry.counter_vec(
+                "ivip_uas_requests_total",
+                "Audited requests by endpoint.",
+                "endpoint",
+                ENDPOINTS,
+            ),
+            outcomes: registry.counter_vec(
+                "ivip_uas_outcomes_total",
+                "Audited requests by outcome code (uas-api.md 4.1).",
+                "code",
+                OUTCOMES,
+            ),
+            forward_us: registry.counter(
+                "ivip_uas_forward_microseconds_total",
+                "Time spent forwarding SUMUCs to the parent and waiting for its answer.",
+            ),
+            forwards: registry.counter(
+                "ivip_uas_forwards_total",
+                "SUMUCs forwarded to the parent that got an answer.",
+            ),
+            audit_failures: registry.counter(
+                "ivip_uas_audit_failures_total",
+                "Audit records that could not be made durable (requests refused).",
+            ),
+            registry,
+        }
+    }
 }
 
 impl Metrics {
     fn count(&self, endpoint: &str, code: &str) {
-        *self
-            .by_code
-            .lock()
-            .entry((endpoint.to_string(), code.to_string()))
-            .or_default() += 1;
+        let e = ENDPOINTS
+            .iter()
+            .position(|x| *x == endpoint)
+            .unwrap_or(ENDPOINTS.len() - 1);
+        self.requests.at(e).inc();
+        let o = OUTCOMES
+            .iter()
+            .position(|x| *x == code)
+            .unwrap_or(OUTCOMES.len() - 1);
+        self.outcomes.at(o).inc();
     }
 
     /// Prometheus text.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        s.push_str("# HELP ivip_uas_requests_total Requests by endpoint and outcome code.\n");
-        s.push_str("# TYPE ivip_uas_requests_total counter\n");
-        for ((e, c), n) in self.by_code.lock().iter() {
-            let _ = writeln!(
-                s,
-                "ivip_uas_requests_total{{endpoint=\"{e}\",code=\"{c}\"}} {n}"
-            );
-        }
-        let _ = write!(
-            s,
-            "# HELP ivip_uas_forward_seconds Time to forward a SUMUC to the parent and get its answer.\n\
-             # TYPE ivip_uas_forward_seconds summary\n\
-             ivip_uas_forward_seconds_sum {}\n\
-             ivip_uas_forward_seconds_count {}\n\
-             # HELP ivip_uas_audit_failures_total Audit records that could not be made durable.\n\
-             # TYPE ivip_uas_audit_failures_total counter\n\
-             ivip_uas_audit_failures_total {}\n",
-            self.forward_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
-            self.forward_count.load(Ordering::Relaxed),
-            self.audit_failures.load(Ordering::Relaxed),
-        );
-        s
+        self.registry.render()
     }
 }
 
@@ -331,7 +389,7 @@ impl Uas {
         if let Some(rec) = out.record {
             let code = rec.code.clone().unwrap_or_default();
             if let Err(e) = self.audit.record(&rec) {
-                self.metrics.audit_failures.fetch_add(1, Ordering::Relaxed);
+                self.metrics.audit_failures.inc();
                 log::error!("{e}; refusing the request");
                 response = Refuse::new(503, "audit_unavailable", e.to_string()).response();
             }
@@ -598,11 +656,13 @@ impl Uas {
         }
         current.sort_by_key(|m| m.start);
         current.dedup();
-        let changed = check_set(&mab, &current, &cmds).map_err(|e| {
-            Refuse::new(409, "invalid_commands", e.detail)
-                .at(e.command)
-                .reason(e.reason)
-        })?;
+        let changed = check_set(&mab, &current, &cmds)
+            .map_err(state_refuse)?
+            .map_err(|e| {
+                Refuse::new(409, "invalid_commands", e.detail)
+                    .at(e.command)
+                    .reason(e.reason)
+            })?;
         if set.dry_run {
             rec.code = Some("dry_run_ok".into());
             return Ok(Response::json(
@@ -741,11 +801,10 @@ impl Uas {
                     Refuse::new(502, "parent_bad_answer", e.to_string())
                 }
             })?;
-        self.metrics.forward_us_sum.fetch_add(
-            u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        self.metrics.forward_count.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .forward_us
+            .add(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
+        self.metrics.forwards.inc();
         Ok(a)
     }
 

@@ -4,8 +4,8 @@
 //!
 //! The UAS does not keep the master database (the RUAS does, s4.3); it reads the
 //! micronets that intersect the set's ranges (`GET /v1/mapping`, spec: http.md),
-//! loads them into a mapping table of the set's MAB, and lets the mapping engine
-//! (`ivip::table`) check the set there. A command's validity depends only on the
+//! loads them into a fresh mapping table of the set's MAB, and lets the mapping
+//! engine (`ivip::table`, the same engine as the RUAS's master) check the set there. A command's validity depends only on the
 //! micronets that intersect its range, and those are read whole, so the partial
 //! table gives the same verdict as the master would at the moment of the read.
 //! The RUAS checks again when it applies the set.
@@ -14,6 +14,7 @@ use ivip_wire::addr::unit_addr;
 use ivip_wire::{Command, Etr, Family, Mab};
 
 use crate::range::UnitRange;
+use crate::table::{ApplyError, Change, Reason, Table};
 use crate::uas::api::{ChangedJson, MappingAnswer, Micronet};
 use crate::uas::forward::{ForwardError, ParentLink};
 
@@ -103,6 +104,7 @@ pub fn read_range(
         for j in &m.micronets {
             let n = j
                 .to_micronet(mab)
+                .filter(|n| mab.contains_range(n.start, n.len))
                 .ok_or_else(|| StateError::BadAnswer(format!("bad micronet {j:?}")))?;
             if out
                 .last()
@@ -172,17 +174,75 @@ pub struct SetRejection {
     pub detail: String,
 }
 
-/// Check `cmds` against the micronets read ([`read_range`]) with the mapping
-/// engine; the ranges whose mapping would change, in their final state.
+/// A stable token for a mapping-engine reason (the `reason` of a 409
+/// `invalid_commands` answer; spec: uas-api.md §4.1, commands.md §4).
+pub fn reason_code(r: &Reason) -> &'static str {
+    match r {
+        Reason::WrongFamily => "wrong_family",
+        Reason::EmptyRange => "empty_range",
+        Reason::BadSplitOffset => "bad_split_offset",
+        Reason::OutsideMab => "outside_mab",
+        Reason::ReservedEtr => "reserved_etr",
+        Reason::NoSuchMicronet => "no_such_micronet",
+        Reason::LengthMismatch { .. } => "length_mismatch",
+        Reason::NotZero { .. } => "not_zero",
+        Reason::Overlap { .. } => "overlap",
+        Reason::JoinGap { .. } => "join_gap",
+        Reason::JoinEndsInside { .. } => "join_ends_inside",
+        Reason::JoinSingle => "join_single",
+    }
+}
+
+/// Load micronets read from the parent into a fresh table of `mab` (one set of
+/// `define`s over unassigned space).
 ///
 /// # Errors
-/// [`SetRejection`] naming the failing command.
+/// [`StateError::BadAnswer`] when they do not form a valid state.
+pub fn load_table(mab: &Mab, current: &[Micronet]) -> Result<Table, StateError> {
+    let mut t = Table::new(*mab);
+    let defs: Vec<Command> = current
+        .iter()
+        .map(|m| Command::Define {
+            start: m.start,
+            len: m.len,
+            etr: m.etr,
+        })
+        .collect();
+    if !defs.is_empty() {
+        t.apply(&defs)
+            .map_err(|e| StateError::BadAnswer(format!("the micronets read do not load: {e}")))?;
+    }
+    Ok(t)
+}
+
+/// Check `cmds` with the mapping engine (`ivip::table`) against the micronets
+/// read ([`read_range`]); the ranges whose mapping would change, in their final
+/// state.
+///
+/// # Errors
+/// `Ok(Err(SetRejection))` naming the failing command; `Err` when the state read
+/// is not valid.
 pub fn check_set(
     mab: &Mab,
     current: &[Micronet],
     cmds: &[Command],
-) -> Result<Vec<ChangedJson>, SetRejection> {
-    crate::uas::engine::check(mab, current, cmds)
+) -> Result<Result<Vec<ChangedJson>, SetRejection>, StateError> {
+    let t = load_table(mab, current)?;
+    Ok(t.check(cmds)
+        .map(|changes| changes_json(mab.family(), &changes))
+        .map_err(|e: ApplyError| SetRejection {
+            command: e.index,
+            reason: reason_code(&e.reason).into(),
+            detail: e.to_string(),
+        }))
+}
+
+/// Engine changes as JSON (commands.md §2.1).
+pub fn changes_json(family: Family, changes: &[Change]) -> Vec<ChangedJson> {
+    changes
+        .iter()
+        .map(|c| changed_json(family, c.start, c.len, c.etr))
+        .collect()
 }
 
 /// A changed range as JSON.
@@ -197,6 +257,86 @@ pub fn changed_json(family: Family, start: u64, len: u64, etr: Option<Etr>) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
+
+    fn etr(s: &str) -> Etr {
+        Etr::from(s.parse::<IpAddr>().unwrap())
+    }
+
+    #[test]
+    fn sets_are_checked_by_the_mapping_engine_against_what_was_read() {
+        let mab: Mab = "20.0.0.0/14".parse().unwrap();
+        let s = 0x1400_0000;
+        let cur = [
+            Micronet {
+                start: s,
+                len: 8,
+                etr: etr("11.0.0.1"),
+            },
+            Micronet {
+                start: s + 8,
+                len: 8,
+                etr: etr("0.0.0.0"),
+            },
+        ];
+        // The s3.7 example on the first micronet: zero, split in three, map each.
+        let z = Etr::zero(Family::V4);
+        let ok = check_set(
+            &mab,
+            &cur,
+            &[
+                Command::SetEtr {
+                    start: s,
+                    len: 8,
+                    etr: z,
+                },
+                Command::Split {
+                    start: s,
+                    len: 8,
+                    at: 2,
+                },
+                Command::Split {
+                    start: s + 2,
+                    len: 6,
+                    at: 3,
+                },
+                Command::SetEtr {
+                    start: s,
+                    len: 2,
+                    etr: etr("11.0.0.2"),
+                },
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(ok[0].start.to_string(), "20.0.0.0");
+        assert_eq!(ok[0].etr, Some(etr("11.0.0.2").ip()));
+        let bad = check_set(&mab, &cur, &[Command::Join { start: s, len: 16 }])
+            .unwrap()
+            .unwrap_err();
+        assert_eq!((bad.command, bad.reason.as_str()), (0, "not_zero"));
+        let bad = check_set(
+            &mab,
+            &cur,
+            &[Command::Define {
+                start: s + 4,
+                len: 8,
+                etr: etr("11.0.0.3"),
+            }],
+        )
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(bad.reason, "overlap");
+        let overlapping = [
+            cur[0],
+            Micronet {
+                start: s + 4,
+                len: 8,
+                etr: z,
+            },
+        ];
+        assert!(check_set(&mab, &overlapping, &[Command::Delete { start: s, len: 8 }]).is_err());
+    }
 
     #[test]
     fn spans_merge_and_query_as_first_last() {

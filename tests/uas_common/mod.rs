@@ -18,6 +18,7 @@ use ivip::daemon::Shutdown;
 use ivip::delegation::{Child, Refusal, authorise};
 use ivip::range::UnitRange;
 use ivip::sign::{Ed25519Verifier, KeyPair};
+use ivip::table::{Mapping, Table};
 use ivip::uas::api::{MappingAnswer, Micronet, MicronetJson};
 use ivip::uas::forward::{ANSWER_SIGNATURE_HEADER, sign_answer};
 use ivip::uas::upstream::{Answer, HttpClient};
@@ -80,9 +81,9 @@ pub fn json_of(a: &Answer) -> serde_json::Value {
 // ---------------------------------------------------------------------------
 
 /// The stand-in's state, for assertions.
-#[derive(Debug, Default)]
 pub struct RuasState {
-    pub micronets: Vec<Micronet>,
+    /// The master: the same engine as the RUAS's.
+    pub table: Table,
     pub mab_seq: u64,
     /// Every SUMUC POST that reached it (including refused ones).
     pub posts: u64,
@@ -118,9 +119,12 @@ impl RuasStandin {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let addr: SocketAddr = server.server_addr().to_ip().unwrap();
         let state = Arc::new(Mutex::new(RuasState {
-            micronets: initial,
+            table: ivip::uas::state::load_table(&mab, &initial).unwrap(),
+            mab_seq: 0,
+            posts: 0,
+            accepted: Vec::new(),
+            decided: HashMap::new(),
             page_max: 10_000,
-            ..RuasState::default()
         }));
         let stop = Shutdown::new();
         let children = Arc::new(children);
@@ -178,8 +182,23 @@ impl RuasStandin {
     }
 
     pub fn micronets(&self) -> Vec<Micronet> {
-        self.state.lock().micronets.clone()
+        let st = self.state.lock();
+        micronets_in(&st.table, self.mab.start(), self.mab.len())
     }
+}
+
+/// The micronets meeting a range, whole, in order.
+pub fn micronets_in(t: &Table, start: u64, len: u64) -> Vec<Micronet> {
+    t.range(start, len)
+        .filter_map(|m| match m {
+            Mapping::Micronet(n) => Some(Micronet {
+                start: n.start,
+                len: n.len,
+                etr: n.etr,
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn err(status: u16, code: &str, detail: &str) -> (u16, Vec<u8>) {
@@ -219,14 +238,7 @@ fn handle(
                 return err(404, "unknown_mab", "range not in one MAB of this RUAS");
             }
             let st = state.lock();
-            let hits: Vec<&Micronet> = st
-                .micronets
-                .iter()
-                .filter(|m| {
-                    u128::from(m.start) < r.end()
-                        && u128::from(m.start) + u128::from(m.len) > u128::from(r.start)
-                })
-                .collect();
+            let hits = micronets_in(&st.table, r.start, r.len);
             let truncated = hits.len() > st.page_max;
             let a = MappingAnswer {
                 mab: mab.to_string(),
@@ -287,19 +299,21 @@ fn sumuc(
         return first.clone();
     }
     let rid = format!("{:016x}", s.request_id);
-    let out = match ivip::uas::engine::apply(mab, &st.micronets, &s.commands) {
+    let checked = st.table.check(&s.commands);
+    let out = match checked {
         Err(e) => (
             409,
             serde_json::to_vec(&json!({
-                "error": "invalid_commands", "detail": e.detail,
-                "command": e.command, "reason": e.reason
+                "error": "invalid_commands", "detail": e.to_string(),
+                "command": e.index, "reason": ivip::uas::state::reason_code(&e.reason)
             }))
             .unwrap(),
         ),
-        Ok((_, changed)) if dry => (
+        Ok(ch) if dry => (
             200,
             serde_json::to_vec(&json!({"outcome": "dry_run_ok", "request_id": rid,
-                "mab": mab.to_string(), "changed": changed}))
+                "mab": mab.to_string(),
+                "changed": ivip::uas::state::changes_json(mab.family(), &ch)}))
             .unwrap(),
         ),
         Ok(_) if s.execute_at_us > now => {
@@ -311,8 +325,10 @@ fn sumuc(
                 .unwrap(),
             )
         }
-        Ok((after, changed)) => {
-            st.micronets = after;
+        Ok(_) => {
+            let ch = st.table.apply(&s.commands).unwrap();
+            st.table.publish();
+            let changed = ivip::uas::state::changes_json(mab.family(), &ch);
             st.mab_seq += 1;
             st.accepted.push(s.clone());
             (
