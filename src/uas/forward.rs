@@ -242,7 +242,7 @@ impl ParentLink {
             .and_then(|b| <[u8; 64]>::try_from(b).ok());
         let to = format!("{} {}", client.authority(), path);
         let sig = sig.ok_or_else(|| ForwardError::UnsignedAnswer(to.clone()))?;
-        let msg = answer_message(method, path, body, a.status, &a.body);
+        let msg = answer_message(method, &client.wire_path(path), body, a.status, &a.body);
         self.verifier
             .verify(key, &msg, &sig)
             .map_err(|_| ForwardError::UnsignedAnswer(to))?;

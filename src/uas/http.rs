@@ -3,8 +3,10 @@
 //! the [`Response`]; and [`run`], the `ivip uas --config FILE` entry point.
 //!
 //! Thin on purpose: bodies are read up to the configured limit (a larger body is
-//! not read; the handler answers 413 and audits it), everything else is the
-//! service's. Workers look at the shutdown flag every
+//! not read; the handler answers 413 and audits it, and tiny_http discards the
+//! unread rest before reading the connection's next request), everything else is
+//! the service's. Not `ivip::http::server`, which answers 413 itself: here the
+//! refusal must reach the audit trail. Workers look at the shutdown flag every
 //! [`crate::daemon::SHUTDOWN_POLL_MS`].
 
 use std::io::Read as _;
@@ -165,10 +167,6 @@ fn serve(mut rq: tiny_http::Request, uas: &Uas, clock: &SystemClock, body_max: u
         if let Ok(h) = tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()) {
             out.add_header(h);
         }
-    }
-    if too_large && let Ok(h) = tiny_http::Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
-        // The unread body is still on the connection.
-        out.add_header(h);
     }
     if let Err(e) = rq.respond(out) {
         log::debug!("uas http: answering {peer}: {e}");

@@ -212,7 +212,7 @@ pub fn update_main(args: Vec<OsString>) -> Result<u8, ToolError> {
         .request(method, &path, &headers, &body)
         .map_err(|e| ToolError::Error(e.to_string()))?;
     if let Some(k) = uas_key {
-        verify(&k, method, &path, &body, &a)?;
+        verify(&k, method, &client.wire_path(&path), &body, &a)?;
     }
     print_answer(list, &a)
 }

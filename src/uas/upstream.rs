@@ -2,7 +2,9 @@
 //! RUAS): keep-alive connections in a bounded pool, `Content-Length` and chunked
 //! bodies, timeouts on every step.
 //!
-//! Not a general HTTP client: `http://` only (answers are signed, spec:
+//! Not `ivip::http::client`, which opens one connection per request: forwarding is
+//! on the whole path's latency (UAS acceptance to QSD application), so the link to
+//! the parent keeps connections alive. Not a general HTTP client: `http://` only (answers are signed, spec:
 //! uas-api.md §6; put TLS in front where the path is untrusted), no redirects, no
 //! proxies. One request on a reused connection that fails before any answer byte
 //! arrived is retried once on a fresh connection (the server may have closed an idle
@@ -110,6 +112,12 @@ impl HttpClient {
     /// `HOST:PORT`.
     pub fn authority(&self) -> &str {
         &self.authority
+    }
+
+    /// The path a request for `path_and_query` carries on the wire (the URL's
+    /// path prefix, then it): what the server sees and signs.
+    pub fn wire_path(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base_path)
     }
 
     fn connect(&self) -> Result<Conn, UpstreamError> {
