@@ -57,6 +57,7 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         "keygen" => keygen(args),
+        "ruas" => ruas(args),
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
@@ -93,6 +94,14 @@ fn replicator(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let settings = ivip::replicator::ReplicatorConfig::load(&path)
         .map_err(|e| Failed::Error(e.to_string()))?;
     ivip::replicator::run(&settings, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ruas(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let cfg = ivip::ruas::RuasConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::ruas::run(&cfg, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -957,3 +957,49 @@ fn subscribers_beyond_capacity_are_refused_and_silent_ones_dropped() {
     );
     r.stop().unwrap();
 }
+
+/// The `[fault]` knob drops a share of outgoing datagrams in the send path (what
+/// `ivip testnet --loss` builds on), counted, seeded, and the rest still flow.
+#[test]
+fn fault_injector_drops_a_share_of_outgoing_datagrams() {
+    let _g = serial();
+    let s = level0(
+        "127.17.0.1:45107",
+        "127.17.0.100",
+        &[],
+        "[fault]\nloss_percent = 30.0\nseed = 7\n",
+    );
+    let r = start(&s);
+    // Control answers go through the same send path; the leaf retries.
+    let leaf = Subscriber::start("127.17.3.1", r.local_addr(), 1);
+    wait_until(
+        "the leaf to subscribe through the loss",
+        Duration::from_secs(10),
+        || leaf.accepted(),
+    );
+    let ruas = Ruas::new("127.17.0.100", &[r.local_addr()]);
+    let n = 400u32;
+    for seq in 1..=n {
+        ruas.send(seq);
+    }
+    let m = r.shared().metrics();
+    wait_until(
+        "every payload to be handled",
+        Duration::from_secs(5),
+        || m.fresh.get() == u64::from(n),
+    );
+    let text = r.registry().render();
+    let dropped = sample(&text, "ivip_replicator_fault_dropped_total").unwrap();
+    let sent = sample(&text, "ivip_replicator_datagrams_sent_total").unwrap();
+    wait_until(
+        "the copies that were sent to arrive",
+        Duration::from_secs(5),
+        || leaf.count() as f64 >= sent - 20.0,
+    );
+    let got = leaf.count() as f64;
+    // About 30 % of the 400 copies (and of a few control answers) dropped.
+    assert!((60.0..=180.0).contains(&dropped), "dropped {dropped}");
+    assert!((220.0..=340.0).contains(&got), "received {got}");
+    drop(leaf);
+    r.stop().unwrap();
+}

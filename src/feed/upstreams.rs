@@ -328,6 +328,13 @@ impl FeedSet {
         self.liveness.clone()
     }
 
+    /// A payload from target `t` arrived at `now` (same as noting it in
+    /// [`FeedSet::liveness`]).
+    #[inline]
+    pub fn note_payload(&self, t: usize, now: Instant) {
+        self.liveness.note(t, now);
+    }
+
     /// The target number of an upstream address.
     pub fn target_of(&self, addr: SocketAddr) -> Option<usize> {
         self.index.get(&addr).copied()

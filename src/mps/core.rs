@@ -471,7 +471,7 @@ impl DatagramCore for MpsCore {
                 Ok(id) => id,
                 Err(e) => return self.drop(Drop::from_wire(e)),
             };
-            self.feeds.liveness().note(t, now);
+            self.feeds.note_payload(t, now);
             // Cheap repeat check before the full parse and signature check.
             if self.store.contains(id) {
                 self.metrics.repeat.inc();

@@ -37,7 +37,7 @@
 //! `poll` and socket-address conversion. Each is commented with why it is sound.
 //!
 //! # DTLS (issue 9)
-//! Every datagram leaves through [`udp::SendBatch::send_all`]. A DTLS layer will
+//! Every datagram leaves through [`udp::SendBatch::batch`]. A DTLS layer will
 //! sit between the outbox and that call, turning each `(association, bytes)` into a
 //! record for that association; cores do not change.
 

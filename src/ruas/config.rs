@@ -24,15 +24,6 @@ pub struct UasEntry {
     pub ranges: Vec<UnitRange>,
 }
 
-/// Fault injection for tests (`ivip testnet --loss`): never set in production.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSection {
-    /// Percentage of outgoing payload datagrams dropped in the send path.
-    #[serde(default)]
-    pub loss_percent: f64,
-}
-
 fn default_batch_window_ms() -> u64 {
     100
 }
@@ -96,9 +87,9 @@ pub struct RuasConfig {
     /// A new WAL segment after this many bytes.
     #[serde(default = "default_segment_bytes")]
     pub wal_segment_bytes: u64,
-    /// Test-only fault injection.
+    /// Test-only fault injection in the send path (`ivip testnet --loss`).
     #[serde(default)]
-    pub fault: FaultSection,
+    pub fault: crate::net::FaultConfig,
 }
 
 fn default_udp_bind() -> SocketAddr {
@@ -184,8 +175,8 @@ impl RuasConfig {
         if self.snapshot_interval_s == 0 {
             return bad("snapshot_interval_s", "must be above 0".into());
         }
-        if !(0.0..=100.0).contains(&self.fault.loss_percent) {
-            return bad("fault.loss_percent", "must be between 0 and 100".into());
+        if let Err(e) = self.fault.check() {
+            return bad("fault.loss_percent", e);
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
@@ -223,3 +214,43 @@ impl RuasConfig {
 }
 
 use crate::sign::Verifier as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/examples/ruas.toml");
+        let c = RuasConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.uas[0].ranges.len(), 2);
+        assert!(c.key_file.ends_with("contrib/examples/ruas.key"));
+    }
+
+    fn parse(text: &str) -> Result<RuasConfig, ConfigError> {
+        let p = Path::new("r.toml");
+        let c: RuasConfig = crate::config::parse(p, text)?;
+        c.check(p)?;
+        Ok(c)
+    }
+
+    const BASE: &str = "ruas_id = 1\nkey_file = \"k\"\ndata_dir = \"d\"\nhttp_listen = \"127.0.0.1:0\"\n\
+                        replicators = [\"127.0.0.1:9\"]\nmabs = [\"20.0.0.0/14\"]\n";
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(parse(BASE).is_ok());
+        let e = parse(&BASE.replace("ruas_id = 1", "ruas_id = 200")).unwrap_err();
+        assert!(e.to_string().contains("`ruas_id`"), "{e}");
+        let e = parse(&BASE.replace("[\"20.0.0.0/14\"]", "[\"20.0.0.1/14\"]")).unwrap_err();
+        assert!(e.to_string().contains("not a MAB"), "{e}");
+        let e = parse(&BASE.replace("[\"20.0.0.0/14\"]", "[\"20.0.0.0/14\", \"20.1.0.0/16\"]"))
+            .unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[[uas]]\nname = \"a\"\npublic_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\nranges = [\"21.0.0.0+5\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("uas[0].ranges[0]"), "{e}");
+    }
+}

@@ -591,6 +591,22 @@ impl Engine {
         step.payloads(out);
     }
 
+    /// On a graceful stop: pack every queued set now, whatever its batch window, and
+    /// release what the quota allows.
+    pub fn flush(&mut self, now: Instant, now_us: u64, step: &mut Step) {
+        let later = now + self.packer_window();
+        let out = self.packer.poll(later, now_us);
+        for o in &out {
+            self.stats.payloads += 1;
+            self.stats.payload_bytes += o.bytes.len() as u64;
+        }
+        step.payloads(out);
+    }
+
+    fn packer_window(&self) -> Duration {
+        self.packer.batch_window()
+    }
+
     /// The next instant [`Engine::poll`] has work (monotonic), given the wall clock
     /// now (for scheduled sets).
     pub fn poll_timeout(&self, now: Instant, now_us: u64) -> Option<Instant> {

@@ -53,12 +53,19 @@ pub(crate) fn canonical_hash(snap: &Snap<'_>, mab: &Mab, mab_seq: u64, micronets
     h.finalize().into()
 }
 
-/// Write a signed snapshot file of `snap`.
-fn write(snap: &Snap<'_>, meta: &SnapshotMeta, micronets: u64, key: &KeyPair) -> Vec<u8> {
+/// Write a signed snapshot file of `snap`, with `ext` (whole extension records,
+/// snapshot.md §3.3) after the entries.
+fn write(
+    snap: &Snap<'_>,
+    meta: &SnapshotMeta,
+    micronets: u64,
+    key: &KeyPair,
+    ext: &[u8],
+) -> Vec<u8> {
     let layout = Layout {
         family: meta.mab.family(),
         count: micronets,
-        ext_len: 0,
+        ext_len: u32::try_from(ext.len()).unwrap_or(0),
     };
     // The table is in memory, so its snapshot's size fits in usize.
     let total = layout.buffer_len().unwrap_or(0);
@@ -66,7 +73,7 @@ fn write(snap: &Snap<'_>, meta: &SnapshotMeta, micronets: u64, key: &KeyPair) ->
     let sig_at = total - 64;
     let hash_at = sig_at - 32;
     // Cannot fail: the buffer holds a header.
-    let _ = meta.emit_header(micronets, 0, &mut b);
+    let _ = meta.emit_header(micronets, layout.ext_len, &mut b);
     let mut at = layout.entries_offset();
     let mut written = 0u64;
     for_each_entry(snap, &meta.mab, |e| {
@@ -75,10 +82,12 @@ fn write(snap: &Snap<'_>, meta: &SnapshotMeta, micronets: u64, key: &KeyPair) ->
         written += 1;
     });
     debug_assert_eq!(written, micronets);
-    debug_assert_eq!(at, hash_at);
+    let entries_end = at;
+    b[at..at + layout.ext_len as usize].copy_from_slice(&ext[..layout.ext_len as usize]);
+    debug_assert_eq!(at + layout.ext_len as usize, hash_at);
     let mut h = Sha256::new();
     h.update(hash_prefix(&meta.mab, meta.mab_seq, micronets));
-    h.update(&b[layout.entries_offset()..hash_at]);
+    h.update(&b[layout.entries_offset()..entries_end]);
     let hash: [u8; 32] = h.finalize().into();
     b[hash_at..sig_at].copy_from_slice(&hash);
     let sig = key.sign(&b[..sig_at]);
@@ -153,7 +162,7 @@ impl Table {
             mab_seq: self.mab_seq(),
             created_us,
         };
-        write(&self.snap(), &meta, self.micronets(), key)
+        write(&self.snap(), &meta, self.micronets(), key, &[])
     }
 
     /// Load a snapshot file: check its structure, that it is of `expected_mab` (if
@@ -186,6 +195,59 @@ impl TableView {
             mab_seq: v.mab_seq(),
             created_us,
         };
-        write(&v.snap(), &meta, v.micronets(), key)
+        write(&v.snap(), &meta, v.micronets(), key, &[])
+    }
+
+    /// [`TableView::write_snapshot`] with extension records (whole records, e.g.
+    /// `ivip_wire::snapshot::StreamPosition::to_record`).
+    pub fn write_snapshot_with(
+        &self,
+        key: &KeyPair,
+        ruas: RuasId,
+        created_us: u64,
+        ext: &[u8],
+    ) -> Vec<u8> {
+        let v = self.version();
+        let meta = SnapshotMeta {
+            mab: v.mab(),
+            ruas,
+            mab_seq: v.mab_seq(),
+            created_us,
+        };
+        write(&v.snap(), &meta, v.micronets(), key, ext)
+    }
+}
+
+#[cfg(test)]
+mod ext_tests {
+    use super::*;
+    use crate::sign::{Ed25519Verifier, KeyPair};
+    use ivip_wire::snapshot::{Snapshot, StreamPosition};
+    use ivip_wire::{Command, Etr};
+
+    #[test]
+    fn stream_position_travels_in_the_file_and_not_in_the_hash() {
+        let mab: Mab = "20.0.0.0/14".parse().unwrap();
+        let mut t = Table::new(mab);
+        t.apply_at(
+            3,
+            &[Command::Define {
+                start: 0x1400_0010,
+                len: 4,
+                etr: Etr::V4("192.0.2.1".parse().unwrap()),
+            }],
+        )
+        .unwrap();
+        t.publish();
+        let key = KeyPair::from_seed(&[3; 32]);
+        let pos = StreamPosition { epoch: 2, seq: 77 };
+        let view = t.reader().load_owned();
+        let bytes = view.write_snapshot_with(&key, RuasId::new(1).unwrap(), 5, &pos.to_record());
+        let s = Snapshot::new_checked(&bytes).unwrap();
+        assert_eq!(s.stream_position(), Some(pos));
+        assert_eq!(s.stored_sha256(), t.hash(), "extensions are not hashed");
+        let (loaded, meta) =
+            Table::load_snapshot(&bytes, &Ed25519Verifier, &key.public(), Some(mab)).unwrap();
+        assert_eq!((loaded.hash(), meta.mab_seq), (t.hash(), 3));
     }
 }

@@ -572,9 +572,17 @@ impl<'a> Snapshot<'a> {
         self.entries
     }
 
-    /// The extension records (none are defined in version 1).
+    /// The extension records (spec: snapshot.md §3.3).
     pub fn extensions(&self) -> ExtIter<'a> {
         ExtIter { rest: self.ext }
+    }
+
+    /// The stream position extension (kind [`EXT_STREAM_POSITION`]), if present and
+    /// well formed; a malformed one is ignored like an unknown record.
+    pub fn stream_position(&self) -> Option<StreamPosition> {
+        self.extensions()
+            .filter(|e| e.kind == EXT_STREAM_POSITION)
+            .find_map(|e| StreamPosition::parse(e.body))
     }
 
     /// The canonical hash input (spec: snapshot.md §4), as two slices to hash one
@@ -1099,5 +1107,69 @@ mod tests {
                 .parse::<SnapshotName>()
                 .is_ok()
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Extension kind 1: stream position
+// ---------------------------------------------------------------------------
+
+/// Extension kind: where the RUAS's payload stream stood when the snapshot was
+/// taken (spec: snapshot.md §3.3.1).
+pub const EXT_STREAM_POSITION: u8 = 1;
+
+/// Every command set of this MAB with a per-MAB sequence above the snapshot's is
+/// carried by a payload of this RUAS at or after `(epoch, seq)`. A QSD that loads
+/// the snapshot after its feed started fetches the payloads from here up to the
+/// first one it received from an MPS, so no set falls between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamPosition {
+    /// The RUAS's epoch.
+    pub epoch: u32,
+    /// The first payload sequence that may carry a later set.
+    pub seq: u32,
+}
+
+impl StreamPosition {
+    /// Bytes of the body.
+    pub const BODY_LEN: usize = 8;
+
+    /// Decode a body of exactly 8 bytes.
+    pub fn parse(b: &[u8]) -> Option<StreamPosition> {
+        if b.len() != Self::BODY_LEN {
+            return None;
+        }
+        Some(StreamPosition {
+            epoch: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            seq: u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        })
+    }
+
+    /// The whole extension record (header and body).
+    pub fn to_record(&self) -> [u8; EXT_HEADER_LEN + Self::BODY_LEN] {
+        let mut r = [0u8; EXT_HEADER_LEN + Self::BODY_LEN];
+        r[0] = EXT_STREAM_POSITION;
+        r[3] = Self::BODY_LEN as u8;
+        r[4..8].copy_from_slice(&self.epoch.to_be_bytes());
+        r[8..12].copy_from_slice(&self.seq.to_be_bytes());
+        r
+    }
+}
+
+#[cfg(test)]
+mod stream_position_tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let p = StreamPosition {
+            epoch: 3,
+            seq: 0xfffe_0001,
+        };
+        let r = p.to_record();
+        let (e, n) = split_ext(&r).unwrap();
+        assert_eq!((e.kind, n), (EXT_STREAM_POSITION, r.len()));
+        assert_eq!(StreamPosition::parse(e.body), Some(p));
+        assert_eq!(StreamPosition::parse(&e.body[..7]), None);
     }
 }
