@@ -2,9 +2,11 @@
 //! -> middle UAS -> RUAS) carrying a user's change into the RUAS master, every
 //! rejection reason, the audit trail surviving SIGKILL, and `ivip update`.
 //!
-//! The RUAS here is the stand-in of `uas_common` (spec/http.md RUAS section,
-//! signature and delegation checks of `ivip::delegation`): `ivip ruas` was not on
-//! main when these tests were written.
+//! The first test runs the real RUAS (`ivip::ruas`, in-process, its payloads
+//! caught on a UDP socket standing for a level-0 replicator). The others use the
+//! RUAS stand-in of `uas_common` (spec/http.md RUAS section, the same
+//! `ivip::delegation` checks and `ivip::table` engine), which can count every POST
+//! that reaches it, so a test can show that nothing was forwarded.
 
 mod uas_common;
 
@@ -184,6 +186,162 @@ fn assert_refused(t: &Tree, a: &Answer, status: u16, code: &str) -> serde_json::
 // ---------------------------------------------------------------------------
 // The whole path
 // ---------------------------------------------------------------------------
+
+#[test]
+fn three_level_tree_carries_a_users_change_into_the_real_ruas_and_its_payloads() {
+    use ivip::sign::Verifier as _;
+    use ivip_wire::payload::{Payload, RecordView};
+    let dir = tmp("realruas");
+    let ruas_key = KeyPair::from_seed(&[0x52; 32]);
+    let y = KeyPair::from_seed(&[0x59; 32]);
+    let z = KeyPair::from_seed(&[0x5a; 32]);
+    let agent = KeyPair::from_seed(&[0x41; 32]);
+    key_file(&dir, "ruas", &ruas_key);
+    let replicator = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    replicator
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ruas_cfg = dir.join("ruas.toml");
+    std::fs::write(
+        &ruas_cfg,
+        format!(
+            "ruas_id = 7\nkey_file = \"ruas.key\"\ndata_dir = \"ruas-data\"\n\
+             http_listen = \"127.0.0.1:0\"\nudp_bind = \"127.0.0.1:0\"\n\
+             replicators = [\"{}\"]\nmabs = [\"20.0.0.0/14\"]\nbatch_window_ms = 0\n\
+             [[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n",
+            replicator.local_addr().unwrap(),
+            hex(&y.public())
+        ),
+    )
+    .unwrap();
+    let cfg = ivip::ruas::RuasConfig::load(&ruas_cfg).unwrap();
+    let ruas = ivip::ruas::start(&cfg, ivip::daemon::Shutdown::new()).unwrap();
+    let ruas_url = format!("http://{}", ruas.http_addr());
+    let middle = Node::start(
+        &dir,
+        "uas-y",
+        &y,
+        &format!(
+            r#"
+name = "uas-y"
+key_file = "{{KEY_FILE}}"
+listen = "127.0.0.1:0"
+audit_dir = "{{AUDIT}}"
+{MABS}
+[parent]
+url = "{ruas_url}"
+public_key = "{pk}"
+[[children]]
+name = "uas-z"
+public_key = "{zk}"
+ranges = ["20.1.2.0+512"]
+"#,
+            pk = hex(&ruas_key.public()),
+            zk = hex(&z.public())
+        ),
+    );
+    let leaf = Node::start(
+        &dir,
+        "uas-z",
+        &z,
+        &format!(
+            r#"
+name = "uas-z"
+key_file = "{{KEY_FILE}}"
+listen = "127.0.0.1:0"
+audit_dir = "{{AUDIT}}"
+{MABS}
+[parent]
+url = "{url}"
+public_key = "{pk}"
+{users}"#,
+            url = middle.url,
+            pk = hex(&y.public()),
+            users = leaf_users(&agent)
+        ),
+    );
+
+    // The master starts empty: alice defines a micronet, then changes its ETR.
+    let a = post(
+        &leaf,
+        "alice",
+        "alice-pw",
+        &set(json!([{"op": "define", "range": "20.1.2.0+16", "etr": "11.0.0.1"}])),
+    );
+    assert_eq!(
+        (a.status, json_of(&a)["mab_seq"].as_u64()),
+        (200, Some(1)),
+        "{}",
+        json_of(&a)
+    );
+    let a = post(
+        &leaf,
+        "alice",
+        "alice-pw",
+        &set(json!([{"op": "set-etr", "range": "20.1.2.0+16", "etr": "11.0.0.2"}])),
+    );
+    let v = json_of(&a);
+    assert_eq!(
+        (a.status, v["outcome"].as_str()),
+        (200, Some("accepted")),
+        "{v}"
+    );
+    assert_eq!(v["mab_seq"], 2);
+    assert_eq!(
+        v["changed"],
+        json!([{"start": "20.1.2.0", "len": 16, "etr": "11.0.0.2"}])
+    );
+
+    // The RUAS master holds it ...
+    match ruas.reader().lookup("20.1.2.5".parse().unwrap()) {
+        ivip::table::Mapping::Micronet(m) => assert_eq!(m.etr, etr("11.0.0.2")),
+        other => panic!("{other:?}"),
+    }
+    // ... the user reads it back through the tree (answers signed by each hop) ...
+    let m = json_of(&get(
+        &leaf,
+        "/v1/micronets",
+        Some(&basic_header("alice", "alice-pw")),
+    ));
+    assert_eq!(m["uabs"][0]["mab_seq"], 2);
+    assert_eq!(
+        m["uabs"][0]["micronets"],
+        json!([{"start": "20.1.2.0", "len": 16, "etr": "11.0.0.2"}])
+    );
+    // ... and the change leaves the RUAS as a signed payload towards the replicators.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seqs = Vec::new();
+    let mut buf = [0u8; 2048];
+    while !seqs.contains(&2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no payload with set 2: {seqs:?}"
+        );
+        if let Ok((n, _)) = replicator.recv_from(&mut buf) {
+            let p = Payload::new_checked(&buf[..n]).unwrap();
+            assert!(
+                ivip::sign::Ed25519Verifier
+                    .verify(&ruas_key.public(), p.signed_bytes(), &p.signature())
+                    .is_ok()
+            );
+            for r in p.records() {
+                if let RecordView::MabUpdate { mab_seq, .. } = r {
+                    seqs.push(mab_seq);
+                }
+            }
+        }
+    }
+    let mid = middle
+        .audit()
+        .into_iter()
+        .filter(|r| r.path == "/v1/sumuc")
+        .collect::<Vec<_>>();
+    assert_eq!(mid.len(), 2);
+    assert_eq!(mid[1].mab_seq, Some(2));
+    drop(leaf);
+    drop(middle);
+    ruas.stop().unwrap();
+}
 
 #[test]
 fn three_level_tree_carries_a_users_change_into_the_ruas_master() {
