@@ -40,6 +40,11 @@ const APP_JS: &str = include_str!("page/app.js");
 /// Its style sheet.
 const APP_CSS: &str = include_str!("page/app.css");
 
+/// Most micronets listed per UAB by `GET /v1/micronets` (then `truncated`).
+pub const LIST_MICRONETS_MAX: usize = 10_000;
+/// Most micronets read to check one set.
+pub const CHECK_MICRONETS_MAX: usize = 1_000_000;
+
 /// Longest idempotency key a client may send.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 128;
 
@@ -614,16 +619,19 @@ impl Uas {
         for r in &user.uabs {
             let mab = mab_of(&self.cfg.mabs, r)
                 .ok_or_else(|| Refuse::new(500, "config", "a UAB lies in no MAB"))?;
-            let (seq, micronets) = read_range(&self.parent, &mab, r).map_err(state_refuse)?;
-            let list: Vec<MicronetJson> = micronets
+            let read =
+                read_range(&self.parent, &mab, r, LIST_MICRONETS_MAX).map_err(state_refuse)?;
+            let list: Vec<MicronetJson> = read
+                .micronets
                 .iter()
                 .map(|m| MicronetJson::from_micronet(mab.family(), m))
                 .collect();
             uabs.push(json!({
                 "range": r.to_string(),
                 "mab": mab.to_string(),
-                "mab_seq": seq,
+                "mab_seq": read.mab_seq,
                 "micronets": list,
+                "truncated": read.truncated,
             }));
         }
         rec.code = Some("ok".into());
@@ -651,8 +659,18 @@ impl Uas {
         // Current state, then the mapping engine (seed s3.7).
         let mut current = Vec::new();
         for r in command_span(mab.family(), &cmds) {
-            let (_, mut m) = read_range(&self.parent, &mab, &r).map_err(state_refuse)?;
-            current.append(&mut m);
+            let mut read =
+                read_range(&self.parent, &mab, &r, CHECK_MICRONETS_MAX).map_err(state_refuse)?;
+            if read.truncated {
+                return Err(Refuse::new(
+                    400,
+                    "too_large",
+                    format!(
+                        "the set's ranges meet more than {CHECK_MICRONETS_MAX} micronets; send smaller sets"
+                    ),
+                ));
+            }
+            current.append(&mut read.micronets);
         }
         current.sort_by_key(|m| m.start);
         current.dedup();
@@ -695,7 +713,7 @@ impl Uas {
             Refuse::new(400, "too_large", format!("the set cannot be encoded: {e}"))
         })?;
         let answer = self.forward(&bytes, false)?;
-        Ok(self.relay(answer, rec))
+        self.relay(answer, rec)
     }
 
     /// UAB, MAB, ETR and byte-level rules; the set as wire commands and its MAB.
@@ -809,8 +827,22 @@ impl Uas {
     }
 
     /// Pass the parent's answer back as it is, noting the outcome in the record.
-    fn relay(&self, a: Answer, rec: &mut AuditRecord) -> Response {
-        let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap_or(json!({}));
+    /// An answer that is not a JSON object is not passed on.
+    fn relay(&self, a: Answer, rec: &mut AuditRecord) -> Result<Response, Refuse> {
+        let v: serde_json::Value = match serde_json::from_slice(&a.body) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => {
+                return Err(Refuse::new(
+                    502,
+                    "parent_bad_answer",
+                    format!(
+                        "the parent answered {} with a body that is not a JSON object: {}",
+                        a.status,
+                        String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
+                    ),
+                ));
+            }
+        };
         let code = v
             .get("outcome")
             .or_else(|| v.get("error"))
@@ -827,11 +859,11 @@ impl Uas {
         if let Some(r) = a.header("retry-after") {
             headers.push(("Retry-After".into(), r.into()));
         }
-        Response {
+        Ok(Response {
             status: a.status,
             headers,
             body: a.body,
-        }
+        })
     }
 
     // -----------------------------------------------------------------------
@@ -869,7 +901,7 @@ impl Uas {
         let bytes = sign_sumuc(s, &self.key, wall_us)
             .map_err(|e| Refuse::new(400, "malformed", e.to_string()))?;
         let answer = self.forward(&bytes, dry_run)?;
-        Ok(self.relay(answer, rec))
+        self.relay(answer, rec)
     }
 
     fn mapping(&self, req: &Request, rec: &mut AuditRecord) -> Result<Response, Refuse> {

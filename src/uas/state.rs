@@ -63,8 +63,23 @@ pub fn range_query(r: &UnitRange) -> String {
     )
 }
 
-/// Every micronet intersecting `r`, whole, in order, and the MAB's sequence at the
-/// first read.
+/// Micronets read for one range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    /// The MAB's sequence number the read reflects.
+    pub mab_seq: u64,
+    /// Micronets intersecting the range, whole, in order.
+    pub micronets: Vec<Micronet>,
+    /// More than `max` intersect the range; `micronets` holds the first `max`.
+    pub truncated: bool,
+}
+
+/// Times a read starts again because the MAB changed between its pages.
+pub const READ_RETRIES_MAX: usize = 3;
+
+/// Every micronet intersecting `r` (up to `max`), whole, in order, all from one
+/// version of the MAB: a read that spans pages starts again (at most
+/// [`READ_RETRIES_MAX`] times) when the MAB's sequence moved between them.
 ///
 /// # Errors
 /// [`StateError`].
@@ -72,7 +87,25 @@ pub fn read_range(
     parent: &ParentLink,
     mab: &Mab,
     r: &UnitRange,
-) -> Result<(u64, Vec<Micronet>), StateError> {
+    max: usize,
+) -> Result<Read, StateError> {
+    for _ in 0..READ_RETRIES_MAX {
+        if let Some(read) = read_once(parent, mab, r, max)? {
+            return Ok(read);
+        }
+    }
+    Err(StateError::BadAnswer(format!(
+        "{mab} kept changing while its micronets in {r} were read; try again"
+    )))
+}
+
+/// One attempt; `None` when the sequence moved between pages.
+fn read_once(
+    parent: &ParentLink,
+    mab: &Mab,
+    r: &UnitRange,
+    max: usize,
+) -> Result<Option<Read>, StateError> {
     let end = r.end();
     let mut from = r.start;
     let mut out: Vec<Micronet> = Vec::new();
@@ -100,7 +133,9 @@ pub fn read_range(
                 m.mab
             )));
         }
-        seq.get_or_insert(m.mab_seq);
+        if *seq.get_or_insert(m.mab_seq) != m.mab_seq {
+            return Ok(None);
+        }
         for j in &m.micronets {
             let n = j
                 .to_micronet(mab)
@@ -117,23 +152,43 @@ pub fn read_range(
                     "micronets overlap or are out of order".into(),
                 ));
             }
+            if out.len() == max {
+                return Ok(Some(Read {
+                    mab_seq: m.mab_seq,
+                    micronets: out,
+                    truncated: true,
+                }));
+            }
             out.push(n);
         }
-        match (m.truncated, out.last()) {
-            (true, Some(last)) => {
-                let next = u128::from(last.start) + u128::from(last.len);
-                if next >= end || next <= u128::from(from) {
-                    break;
-                }
-                from = next as u64;
-            }
+        let next = match (m.truncated, out.last()) {
+            (false, _) => None,
+            (true, Some(last)) => Some(u128::from(last.start) + u128::from(last.len)),
             (true, None) => {
                 return Err(StateError::BadAnswer("truncated but empty".into()));
             }
-            (false, _) => break,
+        };
+        match next {
+            Some(n) if n < end && n > u128::from(from) => from = n as u64,
+            Some(n) if n <= u128::from(from) => {
+                return Err(StateError::BadAnswer(
+                    "a truncated page made no progress".into(),
+                ));
+            }
+            _ => {
+                return Ok(Some(Read {
+                    mab_seq: m.mab_seq,
+                    micronets: out,
+                    truncated: false,
+                }));
+            }
         }
     }
-    Ok((seq.unwrap_or(0), out))
+    Ok(Some(Read {
+        mab_seq: seq.unwrap_or(0),
+        micronets: out,
+        truncated: true,
+    }))
 }
 
 /// The ranges the commands name, merged where they overlap or touch.
