@@ -1087,8 +1087,27 @@ fn ivip_update_submits_and_dry_runs_from_the_command_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    proc_.kill().unwrap();
-    proc_.wait().unwrap();
+    // SIGTERM stops the daemon cleanly (bounded wait).
+    sigterm(proc_.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = proc_.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ivip uas ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
+fn sigterm(pid: u32) {
+    // SAFETY: kill(2) on the id of a child process this test started and has not
+    // reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
 }
 
 #[test]
