@@ -46,7 +46,7 @@ pub enum AuditEvent {
 pub struct AuditRecord {
     /// [`AUDIT_VERSION`].
     pub v: u32,
-    /// When, µs since the Unix epoch.
+    /// When the request arrived, µs since the Unix epoch.
     pub time_us: u64,
     /// `intent` or `done`.
     pub event: AuditEvent,
@@ -470,7 +470,6 @@ mod tests {
         intent.dry_run = Some(false);
         let mut done = intent.clone();
         done.event = AuditEvent::Done;
-        done.time_us += 2_000;
         done.status = Some(200);
         done.code = Some("accepted".into());
         done.mab_seq = Some(42);
