@@ -39,6 +39,9 @@ fn default_snapshot_interval_s() -> u64 {
 fn default_replay_window_s() -> u64 {
     300
 }
+fn default_http_threads() -> usize {
+    32
+}
 fn default_segment_bytes() -> u64 {
     64 << 20
 }
@@ -84,6 +87,10 @@ pub struct RuasConfig {
     /// SUMUCs signed longer ago than this are refused as stale.
     #[serde(default = "default_replay_window_s")]
     pub replay_window_s: u64,
+    /// HTTP worker threads. Each waits for the writer's group commit while it
+    /// holds a request, so this bounds how many SUMUCs share one fsync.
+    #[serde(default = "default_http_threads")]
+    pub http_threads: usize,
     /// A new WAL segment after this many bytes.
     #[serde(default = "default_segment_bytes")]
     pub wal_segment_bytes: u64,
@@ -159,6 +166,9 @@ impl RuasConfig {
                 "replicators",
                 "list at least one level-0 replicator address".into(),
             );
+        }
+        if self.http_threads == 0 || self.http_threads > 1024 {
+            return bad("http_threads", "must be between 1 and 1024".into());
         }
         if self.heartbeat_ms == 0 {
             return bad(

@@ -533,7 +533,7 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         cfg.http_listen,
         "ruas",
         ServerConfig {
-            threads: 4,
+            threads: cfg.http_threads,
             body_max: ivip_wire::sumuc::SUMUC_LEN_MAX,
         },
         shutdown.clone(),
