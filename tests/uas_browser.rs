@@ -96,6 +96,12 @@ impl Driver {
     }
 
     fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, v) = self.try_call(method, path, &body);
+        assert_eq!(status, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    fn try_call(&self, method: &str, path: &str, body: &Value) -> (u16, Value) {
         let b = if method == "GET" {
             Vec::new()
         } else {
@@ -110,9 +116,33 @@ impl Driver {
                 &b,
             )
             .unwrap();
-        let v: Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(a.status, 200, "WebDriver {method} {path}: {v}");
-        v["value"].clone()
+        (a.status, serde_json::from_slice(&a.body).unwrap())
+    }
+
+    /// Do `steps` on the element `css`, finding it again when the page re-rendered
+    /// it in between (a stale element), within the wait bound. Returns the last
+    /// step's value.
+    fn on_element(&self, css: &str, steps: &[(&str, &str, Value)]) -> Value {
+        let deadline = Instant::now() + WAIT;
+        'again: loop {
+            let e = self.find(css);
+            let mut last = Value::Null;
+            for (method, what, body) in steps {
+                let path = format!("/element/{e}{what}");
+                let (status, v) = self.try_call(method, &path, body);
+                if status != 200 {
+                    let stale = v["value"]["error"] == "stale element reference";
+                    assert!(
+                        stale && Instant::now() < deadline,
+                        "WebDriver {method} {path}: {v}"
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue 'again;
+                }
+                last = v["value"].clone();
+            }
+            return last;
+        }
     }
 
     fn goto(&self, url: &str) {
@@ -144,23 +174,21 @@ impl Driver {
     }
 
     fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), json!({}));
+        self.on_element(css, &[("POST", "/click", json!({}))]);
     }
 
     fn type_into(&self, css: &str, text: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/clear"), json!({}));
-        self.call(
-            "POST",
-            &format!("/element/{e}/value"),
-            json!({ "text": text }),
+        self.on_element(
+            css,
+            &[
+                ("POST", "/clear", json!({})),
+                ("POST", "/value", json!({ "text": text })),
+            ],
         );
     }
 
     fn text(&self, css: &str) -> String {
-        let e = self.find(css);
-        self.call("GET", &format!("/element/{e}/text"), json!({}))
+        self.on_element(css, &[("GET", "/text", json!({}))])
             .as_str()
             .unwrap_or("")
             .to_string()
