@@ -10,6 +10,9 @@ pub(crate) const USAGE: &str = "\
 usage: ivip <command> [options]
 
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
+  ruas --config FILE         authoritative root: master database, SUMUC ingest, payloads, snapshots
+  qsd --config FILE          full-database query server: boots from snapshots, follows the stream
+  qsc --config FILE          caching query server: answers from cache, asks QSDs, relays notifications
   replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
   mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
   uas --config FILE          end users' update authorisation server: HTTP API and web
@@ -58,6 +61,8 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         }
         "keygen" => keygen(args),
         "ruas" => ruas(args),
+        "qsd" => qsd(args),
+        "qsc" => qsc(args),
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
@@ -103,6 +108,21 @@ fn ruas(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let cfg = ivip::ruas::RuasConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::ruas::run(&cfg, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsd(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let s = ivip::qsd::QsdConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsd::run(&s, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsc(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let c = ivip::qsc::QscConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsc::run(&c, ivip::daemon::Shutdown::on_signals()).map_err(Failed::Error)?;
     Ok(ExitCode::SUCCESS)
 }
 

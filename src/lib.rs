@@ -27,6 +27,7 @@ pub mod mps;
 pub mod net;
 pub mod notify;
 pub mod qsc;
+pub mod qsd;
 pub mod range;
 pub mod replicator;
 pub mod rng;
