@@ -15,6 +15,11 @@ daemons (each takes --config FILE, a TOML file; see contrib/examples/):
   qsc --config FILE          caching query server: answers from cache, asks QSDs, relays notifications
   replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
   mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
+  uas --config FILE          end users' update authorisation server: HTTP API and web
+                             page; checks, audits, signs and forwards their sets
+  uas hash-password [--password-file FILE]
+                             print an Argon2id hash for a UAS user (stdin if no file)
+  uas audit DIR              print a UAS audit trail as JSON lines
 
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
@@ -22,6 +27,14 @@ tools:
                           ask a QSD or QSC for an address's mapping; exit status
                           0 mapped, 3 unassigned (in a MAB, no micronet),
                           4 not SPI space, 1 no answer or error
+  update --uas URL --user NAME (--password-file F | --key-file F) [--dry-run]
+         [--execute-at-us T] [--idempotency-key K] [--uas-key HEX] COMMAND...
+  update --uas URL --user NAME (--password-file F | --key-file F) --list
+                          submit (or dry-run) one command set to a UAS, or list
+                          your micronets. COMMAND: set-etr RANGE ETR | define
+                          RANGE ETR | split RANGE at N | join RANGE | delete RANGE;
+                          RANGE is START+LEN or FIRST-LAST. Exit status 0 done,
+                          3 refused, 1 no answer or error
   help                    this text
 ";
 
@@ -53,7 +66,17 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
+        "uas" => tool(ivip::uas::tool::uas_main(args)),
+        "update" => tool(ivip::uas::tool::update_main(args)),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn tool(r: Result<u8, ivip::uas::tool::ToolError>) -> Result<ExitCode, Failed> {
+    match r {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(ivip::uas::tool::ToolError::Usage(m)) => Err(Failed::Usage(m)),
+        Err(ivip::uas::tool::ToolError::Error(m)) => Err(Failed::Error(m)),
     }
 }
 

@@ -37,3 +37,4 @@ pub mod sign;
 pub mod store;
 pub mod table;
 pub mod time;
+pub mod uas;

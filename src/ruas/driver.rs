@@ -526,6 +526,7 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         ),
         registry: registry.clone(),
         replay_window_s: cfg.replay_window_s,
+        answer_key: key.clone(),
     };
     let state = Arc::new(state);
     let http = HttpServer::spawn(

@@ -63,6 +63,28 @@ pub enum Reason {
     Unsorted,
 }
 
+impl Reason {
+    /// A stable token for the reason (the `reason` of a 409 `invalid_commands`
+    /// answer at a RUAS or UAS; spec: commands.md §4, http.md, uas-api.md).
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Reason::WrongFamily => "wrong_family",
+            Reason::EmptyRange => "empty_range",
+            Reason::BadSplitOffset => "bad_split_offset",
+            Reason::OutsideMab => "outside_mab",
+            Reason::ReservedEtr => "reserved_etr",
+            Reason::NoSuchMicronet => "no_such_micronet",
+            Reason::LengthMismatch { .. } => "length_mismatch",
+            Reason::NotZero { .. } => "not_zero",
+            Reason::Overlap { .. } => "overlap",
+            Reason::JoinGap { .. } => "join_gap",
+            Reason::JoinEndsInside { .. } => "join_ends_inside",
+            Reason::JoinSingle => "join_single",
+            Reason::Unsorted => "unsorted",
+        }
+    }
+}
+
 /// A command set that could not be applied: which command, and why. Nothing changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyError {
