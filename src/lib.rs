@@ -13,12 +13,13 @@
 //! 4. The role modules ([`replicator`], [`mps`], ...): each has a sans-IO `core`
 //!    fed `(now, input)` and a thin driver that owns sockets and clocks.
 #![warn(missing_docs, unreachable_pub)]
-#![deny(unsafe_code)] // allowed only in net::udp, table's page memory, and daemon's signal handler
+#![deny(unsafe_code)] // allowed only in net::udp, table's page memory, daemon's signal handler, and dtls::ffi
 
 pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod delegation;
+pub mod dtls;
 pub mod feed;
 pub mod http;
 pub mod keyfile;

@@ -21,7 +21,7 @@
 //! # Reading order
 //! [`addr`] (families, MABs, ETRs, units), [`ints`] (identities, serial numbers),
 //! [`command`], then one module per format: [`payload`], [`query`], [`snapshot`],
-//! [`sumuc`], [`control`], [`mps`].
+//! [`sumuc`], [`control`], [`mps`], [`dtls`] (the record headers the link layer routes by).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -29,6 +29,7 @@
 pub mod addr;
 pub mod command;
 pub mod control;
+pub mod dtls;
 mod error;
 pub mod frame;
 pub mod hex;
