@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use ivip_wire::WireError;
 use ivip_wire::dtls::{ClientHelloPeek, ContentType, peek_client_hello, split_record};
 use openssl::ssl::{
     ErrorCode, Ssl, SslContext, SslMethod, SslOptions, SslSessionCacheMode, SslStream,
@@ -658,9 +657,12 @@ impl Link {
         opened: &mut Opened,
     ) {
         opened.clear();
+        // The first byte tells DTLS (content types 20..=23) from plain ivip
+        // datagrams (version 1) and other garbage, whatever the length.
+        let first = bytes.first().map(|b| ContentType::from_code(*b));
         let rec = match split_record(bytes) {
             Ok((r, _)) => r,
-            Err(WireError::UnknownType) => {
+            Err(_) if !matches!(first, Some(Ok(_))) => {
                 self.metrics.drop(Drop::PlainUdp);
                 self.log.log(now, log::Level::Warn, || {
                     format!(

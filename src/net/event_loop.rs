@@ -9,6 +9,12 @@
 //! runs timers when due; and retries `Interrupted`. It stops gracefully on
 //! [`Stop::stop`] or a signal (the core's last words are flushed) or at once
 //! on [`Stop::abort`] (as a crash would: tests and `ivip testnet` use it).
+//!
+//! With a DTLS [`Link`] ([`UdpLoop::with_link`]) the same loop runs the link
+//! layer between the socket and the core (spec: dtls.md §4.3; [`super::secure`]):
+//! received datagrams go through the link and only their plaintexts reach the
+//! core; outbox entries are sealed per destination into `sendmmsg` batches; the
+//! link's timers run with the core's; a graceful stop ends with close_notify.
 
 use std::io;
 use std::sync::Arc;
@@ -16,9 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::udp::{RecvBatch, SendBatch, SockAddr};
+use super::secure::{BatchWire, SendQueue, seal_outbox};
+use super::udp::{RecvBatch, SendBatch, SendReport, SockAddr};
 use super::{DatagramCore, Dest, FanoutSet, FaultInjector, LoopMetrics, Outbox};
 use crate::daemon::{SHUTDOWN_POLL_MS, Shutdown};
+use crate::dtls::{Link, Opened};
 use crate::time::{Duration, Instant, SystemClock};
 
 const TOKEN_SOCKET: Token = Token(0);
@@ -116,6 +124,14 @@ pub struct UdpLoop {
     fault: FaultInjector,
     metrics: LoopMetrics,
     clock: SystemClock,
+    link: Option<Arc<Link>>,
+}
+
+/// The DTLS path's buffers, made on the loop's thread.
+struct Secure {
+    link: Arc<Link>,
+    queue: SendQueue,
+    opened: Opened,
 }
 
 impl UdpLoop {
@@ -144,7 +160,20 @@ impl UdpLoop {
             fault,
             metrics,
             clock,
+            link: None,
         })
+    }
+
+    /// Run DTLS on this socket through `link` (`None`: plain UDP). Several loops
+    /// of one `SO_REUSEPORT` group share one link.
+    pub fn with_link(mut self, link: Option<Arc<Link>>) -> UdpLoop {
+        self.link = link;
+        self
+    }
+
+    /// The link, if any.
+    pub fn link(&self) -> Option<&Arc<Link>> {
+        self.link.as_ref()
     }
 
     /// A waker other threads use to make the loop call `handle_wake`.
@@ -170,6 +199,14 @@ impl UdpLoop {
         let mut recv = RecvBatch::new(self.cfg.recv_batch_max);
         let mut send = SendBatch::new(self.cfg.send_batch_max, self.fault.clone());
         let mut out = Outbox::new(self.cfg.outbox_entries_max, self.cfg.outbox_bytes_max);
+        let mut secure = self.link.clone().map(|link| {
+            link.loop_started();
+            Secure {
+                link,
+                queue: SendQueue::new(self.cfg.send_batch_max),
+                opened: Opened::new(),
+            }
+        });
         // Data may have arrived before registration: drain once at the start.
         let mut readable = true;
         loop {
@@ -179,10 +216,17 @@ impl UdpLoop {
             if stop.is_stopping() {
                 for _ in 0..SHUTDOWN_ROUNDS_MAX {
                     let done = core.shutdown(self.clock.now(), &mut out);
-                    self.flush(core, &mut send, &mut out);
+                    self.flush(core, &mut send, &mut out, secure.as_mut());
                     if done {
                         break;
                     }
+                }
+                if let Some(s) = secure.as_mut() {
+                    let mut w = BatchWire::new(&self.socket, &mut send, &mut s.queue);
+                    s.link.loop_stopped(self.clock.now(), &mut w);
+                    w.flush();
+                    let r = w.report;
+                    self.count(r);
                 }
                 return Ok(());
             }
@@ -190,7 +234,12 @@ impl UdpLoop {
             let timeout = if readable {
                 std::time::Duration::ZERO
             } else {
-                poll_timeout(now, core.poll_timeout())
+                let link_t = secure.as_ref().and_then(|s| s.link.poll_timeout());
+                let t = match (core.poll_timeout(), link_t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                poll_timeout(now, t)
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -207,15 +256,24 @@ impl UdpLoop {
             }
             if woke {
                 core.handle_wake(self.clock.now(), &mut out);
-                self.flush(core, &mut send, &mut out);
+                self.flush(core, &mut send, &mut out, secure.as_mut());
             }
             if readable {
-                readable = self.drain(core, &mut recv, &mut send, &mut out);
+                readable = self.drain(core, &mut recv, &mut send, &mut out, secure.as_mut());
             }
             let now = self.clock.now();
             if core.poll_timeout().is_some_and(|t| t <= now) {
                 core.handle_timeout(now, &mut out);
-                self.flush(core, &mut send, &mut out);
+                self.flush(core, &mut send, &mut out, secure.as_mut());
+            }
+            if let Some(s) = secure.as_mut()
+                && s.link.poll_timeout().is_some_and(|t| t <= now)
+            {
+                let mut w = BatchWire::new(&self.socket, &mut send, &mut s.queue);
+                s.link.handle_timeout(now, &mut w);
+                w.flush();
+                let r = w.report;
+                self.count(r);
             }
         }
     }
@@ -228,6 +286,7 @@ impl UdpLoop {
         recv: &mut RecvBatch,
         send: &mut SendBatch,
         out: &mut Outbox,
+        mut secure: Option<&mut Secure>,
     ) -> bool {
         let cap = recv.capacity();
         let mut rounds = 0;
@@ -237,17 +296,39 @@ impl UdpLoop {
                     rounds += 1;
                     self.metrics.received.add(n as u64);
                     let now = self.clock.now();
-                    for i in 0..n {
-                        if let Some(d) = recv.get(i) {
-                            if d.truncated {
-                                core.handle_oversized(now, d.from);
-                            } else {
-                                core.handle_datagram(now, d.from, d.bytes, out);
+                    match secure.as_deref_mut() {
+                        None => {
+                            for i in 0..n {
+                                if let Some(d) = recv.get(i) {
+                                    if d.truncated {
+                                        core.handle_oversized(now, d.from);
+                                    } else {
+                                        core.handle_datagram(now, d.from, d.bytes, out);
+                                    }
+                                }
                             }
+                        }
+                        Some(s) => {
+                            let mut w = BatchWire::new(&self.socket, send, &mut s.queue);
+                            for i in 0..n {
+                                if let Some(d) = recv.get(i) {
+                                    if d.truncated {
+                                        core.handle_oversized(now, d.from);
+                                        continue;
+                                    }
+                                    s.link.receive(now, d.from, d.bytes, &mut w, &mut s.opened);
+                                    for p in s.opened.iter() {
+                                        core.handle_datagram(now, d.from, p, out);
+                                    }
+                                }
+                            }
+                            w.flush();
+                            let r = w.report;
+                            self.count(r);
                         }
                     }
                     core.handle_batch_end(now, out);
-                    self.flush(core, send, out);
+                    self.flush(core, send, out, secure.as_deref_mut());
                     // A short batch means the queue is empty: on Linux a datagram
                     // that arrives later raises a new readiness event by itself.
                     if n < cap {
@@ -266,8 +347,29 @@ impl UdpLoop {
         true
     }
 
-    fn flush<C: DatagramCore>(&mut self, core: &C, send: &mut SendBatch, out: &mut Outbox) {
+    fn count(&self, r: SendReport) {
+        self.metrics.sent.add(r.sent);
+        self.metrics.send_errors.add(r.errors);
+        self.metrics.fault_dropped.add(r.fault_dropped);
+    }
+
+    fn flush<C: DatagramCore>(
+        &mut self,
+        core: &C,
+        send: &mut SendBatch,
+        out: &mut Outbox,
+        secure: Option<&mut Secure>,
+    ) {
         if out.is_empty() {
+            return;
+        }
+        if let Some(s) = secure {
+            let now = self.clock.now();
+            let mut w = BatchWire::new(&self.socket, send, &mut s.queue);
+            seal_outbox(&s.link, now, out, || core.fanout(), &mut w);
+            w.flush();
+            let r = w.report;
+            self.count(r);
             return;
         }
         let fan: Option<Arc<FanoutSet>> = out
@@ -291,9 +393,7 @@ impl UdpLoop {
             }
         });
         out.clear();
-        self.metrics.sent.add(report.sent);
-        self.metrics.send_errors.add(report.errors);
-        self.metrics.fault_dropped.add(report.fault_dropped);
+        self.count(report);
     }
 }
 
@@ -402,5 +502,96 @@ mod tests {
         assert_eq!(&buf[..n], b"bye");
         let core = t.join().unwrap();
         assert_eq!((core.seen, core.timeouts), (2, 1));
+    }
+}
+
+#[cfg(test)]
+mod dtls_tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration as StdDuration;
+
+    use super::*;
+    use crate::dtls::{BlockingSocket, Identity, KeyKind, Limits, Link, Pin, PinSet};
+    use crate::metrics::Registry;
+
+    /// Echoes every plaintext back to its sender.
+    struct Echo(usize);
+
+    impl DatagramCore for Echo {
+        fn handle_datagram(&mut self, _now: Instant, from: SocketAddr, b: &[u8], out: &mut Outbox) {
+            self.0 += 1;
+            let _ = out.push_to(from, b);
+        }
+        fn handle_timeout(&mut self, _now: Instant, _out: &mut Outbox) {}
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    fn link(id: &Identity, peer: &Identity, reg: &Registry) -> Arc<Link> {
+        let pins = PinSet::new(vec![Pin {
+            name: "peer".into(),
+            fingerprint: peer.fingerprint(),
+            addresses: vec!["127.0.0.0/8".parse().unwrap()],
+        }]);
+        Link::new(id, pins, Limits::default(), reg, "t").unwrap()
+    }
+
+    #[test]
+    fn the_loop_runs_dtls_between_socket_and_core_and_closes_gracefully() {
+        let (server_id, client_id) = (
+            Identity::generate(KeyKind::P256, "s").unwrap(),
+            Identity::generate(KeyKind::P256, "c").unwrap(),
+        );
+        let reg = Registry::new();
+        let server_link = link(&server_id, &client_id, &reg);
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let stop = Stop::new(Shutdown::new());
+        let stop2 = stop.clone();
+        let sl = server_link.clone();
+        let t = std::thread::spawn(move || {
+            let lp = UdpLoop::new(
+                sock,
+                LoopConfig::default(),
+                FaultInjector::none(),
+                LoopMetrics::detached(),
+                SystemClock::new(),
+            )
+            .unwrap()
+            .with_link(Some(sl));
+            let mut core = Echo(0);
+            lp.run(&mut core, &stop2).unwrap();
+            core.0
+        });
+        let client_link = link(&client_id, &server_id, &Registry::new());
+        let mut c = BlockingSocket::bind("127.0.0.1:0".parse().unwrap(), client_link).unwrap();
+        c.send_to(b"ping", addr);
+        let got = c.recv(StdDuration::from_secs(5));
+        assert_eq!(got, Some((addr, b"ping".to_vec())));
+        // A plain datagram never reaches the core.
+        c.send_plain(b"\x01\x01plain", addr).unwrap();
+        c.send_to(b"pong", addr);
+        assert_eq!(c.recv(StdDuration::from_secs(5)).map(|x| x.1), Some(b"pong".to_vec()));
+        assert_eq!(
+            server_link
+                .metrics()
+                .dropped
+                .with("plain_udp")
+                .map(crate::metrics::Counter::get),
+            Some(1)
+        );
+        assert!(c.link().is_established(addr));
+        // A graceful stop sends close_notify: the client's association goes.
+        stop.stop();
+        let seen = t.join().unwrap();
+        assert_eq!(seen, 2);
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(5);
+        while c.link().is_established(addr) && std::time::Instant::now() < deadline {
+            let _ = c.recv(StdDuration::from_millis(20));
+        }
+        assert!(!c.link().is_established(addr));
+        assert_eq!(c.link().metrics().closed_by_peer.get(), 1);
     }
 }

@@ -32,18 +32,36 @@
 //! waiting), retry `Interrupted`, feed the core, flush the outbox, repeat.
 //!
 //! # Unsafe code
-//! The only `unsafe` blocks of the crate outside `daemon.rs` (signal handler) are
-//! in [`udp`]: socket creation with `SO_REUSEPORT`, `recvmmsg`, `sendmmsg`,
-//! `poll` and socket-address conversion. Each is commented with why it is sound.
+//! The only `unsafe` blocks of this module are in [`udp`]: socket creation with
+//! `SO_REUSEPORT`, `recvmmsg`, `sendmmsg`, `poll` and socket-address conversion.
+//! Each is commented with why it is sound.
 //!
-//! # DTLS (issue 9)
-//! Every datagram leaves through [`udp::SendBatch::batch`]. A DTLS layer will
-//! sit between the outbox and that call, turning each `(association, bytes)` into a
-//! record for that association; cores do not change.
+//! # DTLS (issue 9; spec: dtls.md)
+//! The link layer sits between the socket and the core, inside the loop: a
+//! driver gives its loop a shared [`crate::dtls::Link`] with
+//! [`UdpLoop::with_link`] (one link per daemon socket group; `None` only when
+//! the daemon's config says `insecure_plain_udp = true`). Then:
+//!
+//! ```text
+//! recvmmsg ─► Link::receive ─► plaintexts ─► core.handle_datagram(now, from, ..)
+//!               └─► handshake flights, HelloVerifyRequests ─┐
+//! core ─► Outbox ─► Link::seal per destination (Fanout: one  ├─► SendQueue ─► sendmmsg
+//!                   encryption per downstream copy) ─────────┘
+//! Link::handle_timeout (retransmissions, handshake and idle timeouts) with the core's timers
+//! ```
+//!
+//! Cores do not change and never see DTLS: `from` is the authenticated peer's
+//! address, and the bytes are the plaintext of a record from a pinned key. A
+//! datagram for a peer without an association opens one (queued until the
+//! handshake completes); a datagram from a peer without one is dropped and
+//! counted, never handed to the core. Fault injection stays in the send path,
+//! so `ivip testnet --loss` also loses handshake datagrams. [`secure`] holds
+//! the batching; the unsafe DTLS calls are in `dtls::ffi`.
 
 pub mod cores;
 pub mod event_loop;
 pub mod fault;
+pub mod secure;
 pub mod udp;
 
 use std::net::{IpAddr, SocketAddr};
