@@ -5,11 +5,15 @@
 //! [`Client::total_timeout`] (each read and write gets what is left of it), the
 //! response head by [`HEAD_BYTES_MAX`], and the body by [`Client::body_max`].
 //! Bodies are framed by `Content-Length`, `Transfer-Encoding: chunked`, or the end
-//! of the connection. Only `http://` URLs: `http://host[:port]/path[?query]`.
+//! of the connection. URLs: `http://host[:port]/path[?query]`, and `https://…`
+//! with [`Client::get_with`] and a [`ClientTls`] that accepts only servers whose
+//! key is pinned (spec: dtls.md §7).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+use crate::dtls::tls::ClientTls;
 
 /// The largest status line plus headers accepted, in bytes.
 pub const HEAD_BYTES_MAX: usize = 64 * 1024;
@@ -19,8 +23,11 @@ pub const HEADER_COUNT_MAX: usize = 100;
 /// Why a request failed.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The URL is not `http://host[:port]/...`.
+    /// The URL is not `http(s)://host[:port]/...`.
     BadUrl(String),
+    /// The TLS handshake failed, the server's key is not pinned, or an `https`
+    /// URL was given without pins to check it.
+    Tls(String),
     /// The host name did not resolve.
     Resolve {
         /// `host:port`.
@@ -51,7 +58,10 @@ pub enum ClientError {
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ClientError::BadUrl(u) => write!(f, "not an http://host[:port]/path URL: {u:?}"),
+            ClientError::BadUrl(u) => {
+                write!(f, "not an http(s)://host[:port]/path URL: {u:?}")
+            }
+            ClientError::Tls(m) => f.write_str(m),
             ClientError::Resolve { host, source } => write!(f, "cannot resolve {host}: {source}"),
             ClientError::Connect { host, source } => {
                 write!(f, "cannot connect to {host}: {source}")
@@ -121,11 +131,16 @@ struct Url<'a> {
     host: &'a str,
     port: u16,
     target: &'a str,
+    tls: bool,
 }
 
 fn parse_url(url: &str) -> Result<Url<'_>, ClientError> {
     let bad = || ClientError::BadUrl(url.to_string());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("http://").ok_or_else(bad)?, false),
+    };
+    let default_port = if tls { 443 } else { 80 };
     let (authority, target) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -137,25 +152,70 @@ fn parse_url(url: &str) -> Result<Url<'_>, ClientError> {
         let (h, after) = v6.split_once(']').ok_or_else(bad)?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| bad())?,
-            None if after.is_empty() => 80,
+            None if after.is_empty() => default_port,
             None => return Err(bad()),
         };
         (h, port)
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| bad())?),
-            None => (authority, 80),
+            None => (authority, default_port),
         }
     };
     if host.is_empty() {
         return Err(bad());
     }
-    Ok(Url { host, port, target })
+    Ok(Url {
+        host,
+        port,
+        target,
+        tls,
+    })
+}
+
+/// A connection, plain or TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<openssl::ssl::SslStream<TcpStream>>),
+}
+
+impl Conn {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
 }
 
 /// A reader that gives each read what is left of a total deadline.
 struct Deadline<'a> {
-    stream: &'a TcpStream,
+    conn: &'a mut Conn,
     deadline: StdInstant,
 }
 
@@ -165,8 +225,8 @@ impl Read for Deadline<'_> {
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
-        self.stream.set_read_timeout(Some(left))?;
-        (&*self.stream).read(buf)
+        self.conn.tcp().set_read_timeout(Some(left))?;
+        self.conn.read(buf)
     }
 }
 
@@ -177,6 +237,18 @@ impl Client {
     /// [`ClientError`].
     pub fn get(&self, url: &str) -> Result<HttpResponse, ClientError> {
         self.request("GET", url, &[], None)
+    }
+
+    /// `GET url`, where an `https://` URL is checked against `tls`'s pins.
+    ///
+    /// # Errors
+    /// [`ClientError`]; [`ClientError::Tls`] for an `https` URL without `tls`.
+    pub fn get_with(
+        &self,
+        url: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<HttpResponse, ClientError> {
+        self.request_with("GET", url, &[], None, tls)
     }
 
     /// `POST url` with a body.
@@ -204,7 +276,27 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<HttpResponse, ClientError> {
+        self.request_with(method, url, headers, body, None)
+    }
+
+    /// Any request, over TLS for `https://` URLs (servers must be pinned in `tls`).
+    ///
+    /// # Errors
+    /// [`ClientError`].
+    pub fn request_with(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        tls: Option<&ClientTls>,
+    ) -> Result<HttpResponse, ClientError> {
         let u = parse_url(url)?;
+        if u.tls && tls.is_none() {
+            return Err(ClientError::Tls(format!(
+                "{url}: an https URL needs pinned server keys ([dtls] with [[dtls.peer]])"
+            )));
+        }
         let hostport = format!("{}:{}", u.host, u.port);
         let addrs: Vec<SocketAddr> = (u.host, u.port)
             .to_socket_addrs()
@@ -218,18 +310,29 @@ impl Client {
         for a in addrs {
             match TcpStream::connect_timeout(&a, self.connect_timeout) {
                 Ok(s) => {
-                    stream = Some(s);
+                    stream = Some((s, a));
                     break;
                 }
                 Err(e) => last = e,
             }
         }
-        let stream = stream.ok_or(ClientError::Connect {
+        let (stream, peer) = stream.ok_or(ClientError::Connect {
             host: hostport.clone(),
             source: last,
         })?;
         let deadline = StdInstant::now() + self.total_timeout;
         let _ = stream.set_nodelay(true);
+        let mut conn = match tls {
+            Some(t) if u.tls => {
+                let left = deadline
+                    .saturating_duration_since(StdInstant::now())
+                    .max(StdDuration::from_millis(1));
+                stream.set_read_timeout(Some(left))?;
+                stream.set_write_timeout(Some(left))?;
+                Conn::Tls(Box::new(t.connect(peer, stream).map_err(ClientError::Tls)?))
+            }
+            _ => Conn::Plain(stream),
+        };
         let host_header = if u.host.contains(':') {
             format!("[{}]:{}", u.host, u.port)
         } else {
@@ -247,13 +350,15 @@ impl Client {
         }
         head.push_str("\r\n");
         let left = deadline.saturating_duration_since(StdInstant::now());
-        stream.set_write_timeout(Some(left.max(StdDuration::from_millis(1))))?;
-        (&stream).write_all(head.as_bytes())?;
+        conn.tcp()
+            .set_write_timeout(Some(left.max(StdDuration::from_millis(1))))?;
+        conn.write_all(head.as_bytes())?;
         if let Some(b) = body {
-            (&stream).write_all(b)?;
+            conn.write_all(b)?;
         }
+        conn.flush()?;
         let mut r = BufReader::new(Deadline {
-            stream: &stream,
+            conn: &mut conn,
             deadline,
         });
         read_response(&mut r, method == "HEAD", self.body_max)
@@ -405,8 +510,10 @@ mod tests {
         assert_eq!((u.host, u.port), ("::1", 9));
         let u = parse_url("http://example.net").unwrap();
         assert_eq!((u.port, u.target), (80, "/"));
+        let u = parse_url("https://[::1]/x").unwrap();
+        assert_eq!((u.port, u.tls), (443, true));
         for bad in [
-            "https://x/",
+            "ftp://x/",
             "http://",
             "http://:80/",
             "http://h:x/",

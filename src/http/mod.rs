@@ -7,8 +7,12 @@
 //! (Content-Length, chunked, or read-to-close). MPS peers, QSDs (MPS and snapshot
 //! fetches), UAS and history reuse both.
 //!
-//! What it is not: a router framework or a TLS client (HTTPS peers go through a
-//! reverse proxy until the client grows TLS). No async runtime.
+//! Both speak HTTPS with the node's link identity: [`HttpServer::spawn_tls`]
+//! presents the certificate, and [`Client::get_with`] accepts only servers whose
+//! key is pinned (spec: dtls.md §7).
+//!
+//! What it is not: a router framework, or a client that trusts CAs or host
+//! names. No async runtime.
 //!
 //! spec: http.md.
 
@@ -91,6 +95,46 @@ mod tests {
             ..Client::default()
         };
         assert!(quick.get(&format!("http://{addr}/q?a=1")).is_err());
+    }
+
+    #[test]
+    fn https_serves_pinned_clients_and_refuses_unpinned_keys() {
+        use crate::dtls::tls::{ClientTls, ServerTls};
+        use crate::dtls::{Identity, KeyKind, Pin, PinSet};
+        let id = Identity::generate(KeyKind::P256, "mps").unwrap();
+        let handler: server::Handler = Arc::new(|_r: &Request| Response::text(200, "secret"));
+        let s = HttpServer::spawn_tls(
+            "127.0.0.1:0".parse().unwrap(),
+            "tls-test",
+            ServerConfig::default(),
+            Shutdown::new(),
+            handler,
+            &ServerTls::new(&id).unwrap(),
+        )
+        .unwrap();
+        let url = format!("https://{}/x", s.local_addr());
+        let pins = |fp| {
+            Arc::new(PinSet::new(vec![Pin {
+                name: "mps-1".into(),
+                fingerprint: fp,
+                addresses: vec!["127.0.0.1:4600".parse().unwrap()],
+            }]))
+        };
+        let good = ClientTls::new(pins(id.fingerprint())).unwrap();
+        let r = Client::default().get_with(&url, Some(&good)).unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"secret\n"[..]));
+        let other = Identity::generate(KeyKind::P256, "x").unwrap();
+        let bad = ClientTls::new(pins(other.fingerprint())).unwrap();
+        let e = Client::default()
+            .get_with(&url, Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&s.local_addr().to_string()) && e.contains("mps-1"),
+            "{e}"
+        );
+        let e = Client::default().get(&url).unwrap_err().to_string();
+        assert!(e.contains("pinned"), "{e}");
     }
 
     #[test]

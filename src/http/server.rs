@@ -207,6 +207,42 @@ impl HttpServer {
             addr,
             message: e.to_string(),
         })?;
+        HttpServer::serve_on(server, addr, name, "http", cfg, shutdown, handler)
+    }
+
+    /// As [`HttpServer::spawn`], over TLS with `tls`'s certificate and key
+    /// (spec: dtls.md §7: clients pin the certificate's key).
+    ///
+    /// # Errors
+    /// [`ServerError`].
+    pub fn spawn_tls(
+        addr: SocketAddr,
+        name: &str,
+        cfg: ServerConfig,
+        shutdown: Shutdown,
+        handler: Handler,
+        tls: &crate::dtls::tls::ServerTls,
+    ) -> Result<HttpServer, ServerError> {
+        let ssl = tiny_http::SslConfig {
+            certificate: tls.cert_pem.clone(),
+            private_key: tls.key_pem.clone(),
+        };
+        let server = tiny_http::Server::https(addr, ssl).map_err(|e| ServerError::Bind {
+            addr,
+            message: e.to_string(),
+        })?;
+        HttpServer::serve_on(server, addr, name, "https", cfg, shutdown, handler)
+    }
+
+    fn serve_on(
+        server: tiny_http::Server,
+        addr: SocketAddr,
+        name: &str,
+        scheme: &str,
+        cfg: ServerConfig,
+        shutdown: Shutdown,
+        handler: Handler,
+    ) -> Result<HttpServer, ServerError> {
         let local = server.server_addr().to_ip().unwrap_or(addr);
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
@@ -229,7 +265,7 @@ impl HttpServer {
                 }
             }
         }
-        log::info!("{name}: HTTP on http://{local}");
+        log::info!("{name}: HTTP on {scheme}://{local}");
         Ok(HttpServer {
             addr: local,
             server,

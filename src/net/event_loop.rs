@@ -573,7 +573,10 @@ mod dtls_tests {
         // A plain datagram never reaches the core.
         c.send_plain(b"\x01\x01plain", addr).unwrap();
         c.send_to(b"pong", addr);
-        assert_eq!(c.recv(StdDuration::from_secs(5)).map(|x| x.1), Some(b"pong".to_vec()));
+        assert_eq!(
+            c.recv(StdDuration::from_secs(5)).map(|x| x.1),
+            Some(b"pong".to_vec())
+        );
         assert_eq!(
             server_link
                 .metrics()
