@@ -23,6 +23,14 @@ daemons (each takes --config FILE, a TOML file; see contrib/examples/):
 
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
+  keygen --out KEY --cert CERT [--name NAME] [--p256 | --ed25519]
+                          make a node's DTLS identity: a key (Ed25519 where this
+                          OpenSSL can use it in DTLS 1.2, else P-256) and a
+                          self-signed certificate; prints the fingerprint to pin
+  keygen --key KEY --cert CERT [--name NAME]
+                          a certificate for an existing key (reuse the node's key)
+  keygen --fingerprint CERT
+                          print the fingerprint peers pin (sha256:...)
   query ADDRESS --server HOST:PORT [--server ...] [--timeout-ms MS]
                           ask a QSD or QSC for an address's mapping; exit status
                           0 mapped, 3 unassigned (in a MAB, no micronet),
@@ -135,25 +143,72 @@ fn mps(args: Vec<OsString>) -> Result<ExitCode, Failed> {
 }
 
 fn keygen(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    use ivip::dtls::identity::{self, KeyKind};
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut out: Option<PathBuf> = None;
+    let mut key: Option<PathBuf> = None;
+    let mut cert: Option<PathBuf> = None;
+    let mut fingerprint: Option<PathBuf> = None;
+    let mut name = identity::DEFAULT_NAME.to_string();
+    let mut kind: Option<KeyKind> = None;
     while let Some(arg) = p.next()? {
         match arg {
             Long("out") | Short('o') => out = Some(PathBuf::from(p.value()?)),
+            Long("key") => key = Some(PathBuf::from(p.value()?)),
+            Long("cert") => cert = Some(PathBuf::from(p.value()?)),
+            Long("fingerprint") => fingerprint = Some(PathBuf::from(p.value()?)),
+            Long("name") => name = p.value()?.string()?,
+            Long("p256") => kind = Some(KeyKind::P256),
+            Long("ed25519") => kind = Some(KeyKind::Ed25519),
             _ => return Err(arg.unexpected().into()),
         }
     }
-    let k = ivip::sign::KeyPair::generate();
-    let public = ivip_wire::hex::encode(&k.public());
-    let secret = ivip_wire::hex::encode(&k.seed());
-    match out {
-        Some(path) => {
-            ivip::keyfile::write_new(&path, &k).map_err(|e| Failed::Error(e.to_string()))?;
-            println!("{public}");
+    let err = |e: identity::IdentityError| Failed::Error(e.to_string());
+    match (out, key, cert, fingerprint) {
+        (None, None, None, Some(c)) => {
+            let pem =
+                std::fs::read(&c).map_err(|e| Failed::Error(format!("{}: {e}", c.display())))?;
+            let x = openssl::x509::X509::from_pem(&pem)
+                .map_err(|_| Failed::Error(format!("{}: not a PEM certificate", c.display())))?;
+            println!("{}", ivip::dtls::Fingerprint::of_cert(&x).map_err(err)?);
         }
-        None => {
-            println!("secret = \"{secret}\"\npublic = \"{public}\"");
+        (Some(k), None, Some(c), None) => {
+            let kind = kind.unwrap_or_else(identity::preferred_kind);
+            let id = identity::write_new_identity(&k, &c, kind, &name).map_err(err)?;
+            if kind == KeyKind::Ed25519 {
+                let seed = ivip::keyfile::read(&k).map_err(|e| Failed::Error(e.to_string()))?;
+                println!("public = \"{}\"", ivip_wire::hex::encode(&seed.public()));
+            }
+            println!("key = \"{}\" ({})", k.display(), kind.name());
+            println!("cert = \"{}\"", c.display());
+            println!("fingerprint = \"{}\"", id.fingerprint());
+        }
+        (None, Some(k), Some(c), None) => {
+            let id = identity::certify_existing_key(&k, &c, &name).map_err(err)?;
+            println!("cert = \"{}\"", c.display());
+            println!("fingerprint = \"{}\"", id.fingerprint());
+        }
+        (out, None, None, None) => {
+            let k = ivip::sign::KeyPair::generate();
+            let public = ivip_wire::hex::encode(&k.public());
+            let secret = ivip_wire::hex::encode(&k.seed());
+            match out {
+                Some(path) => {
+                    ivip::keyfile::write_new(&path, &k)
+                        .map_err(|e| Failed::Error(e.to_string()))?;
+                    println!("{public}");
+                }
+                None => {
+                    println!("secret = \"{secret}\"\npublic = \"{public}\"");
+                }
+            }
+        }
+        _ => {
+            return Err(Failed::Usage(
+                "keygen takes --out FILE, --out KEY --cert CERT, --key KEY --cert CERT, or --fingerprint CERT"
+                    .into(),
+            ));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -264,6 +264,38 @@ impl Security {
         }
     }
 
+    /// Refuse a config that takes datagrams from `ip` (a RUAS source) that no pin
+    /// covers: its handshakes could never be accepted.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `key` and the address.
+    pub fn require_pinned_ip(
+        &self,
+        path: &Path,
+        key: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<(), ConfigError> {
+        match self {
+            Security::Dtls(s)
+                if !s
+                    .pins
+                    .pins()
+                    .iter()
+                    .any(|p| p.covers(SocketAddr::new(ip, 0), true)) =>
+            {
+                Err(ConfigError::invalid(
+                    path,
+                    key,
+                    format!(
+                        "{ip} has no pinned DTLS key: add a [[dtls.peer]] with its fingerprint \
+                         (and address = [\"{ip}\"])"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Load the identity and make the link (`None` for plain UDP, with a warning
     /// naming `role`). Metrics go under `{prefix}_dtls_*`.
     ///

@@ -421,6 +421,64 @@ fn self_signed(
     Ok(b.build())
 }
 
+/// Make a new identity of `kind` and write it: the key to `key_out` (an ivip hex
+/// seed for Ed25519, so the same file is the node's signing key; PKCS#8 PEM for
+/// P-256; mode 0600) and the certificate to `cert_out` (PEM). Refuses to
+/// overwrite either file, and to make a key this OpenSSL cannot use in DTLS.
+///
+/// # Errors
+/// [`IdentityError`] naming the file.
+pub fn write_new_identity(
+    key_out: &Path,
+    cert_out: &Path,
+    kind: KeyKind,
+    name: &str,
+) -> Result<Identity, IdentityError> {
+    if cert_out.exists() {
+        return Err(IdentityError::Io {
+            path: cert_out.to_path_buf(),
+            source: std::io::ErrorKind::AlreadyExists.into(),
+        });
+    }
+    if kind == KeyKind::Ed25519 {
+        Identity::generate(KeyKind::Ed25519, name)?.check_usable()?;
+    }
+    let id = match kind {
+        KeyKind::Ed25519 => {
+            let k = KeyPair::generate();
+            crate::keyfile::write_new(key_out, &k).map_err(|e| IdentityError::Format {
+                path: key_out.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            Identity::from_ed25519(&k, name)?
+        }
+        KeyKind::P256 => {
+            let id = Identity::generate(KeyKind::P256, name)?;
+            write_new_file(key_out, &id.key_pem()?, 0o600)?;
+            id
+        }
+    };
+    write_new_file(cert_out, &id.cert_pem()?, 0o644)?;
+    Ok(id)
+}
+
+/// Write a certificate for the key already in `key_file` (the node's Ed25519
+/// signing key where OpenSSL can use it in DTLS, or a PEM key).
+///
+/// # Errors
+/// [`IdentityError`] naming the file; [`IdentityError::Unusable`] for an
+/// Ed25519 key this OpenSSL cannot use in DTLS 1.2.
+pub fn certify_existing_key(
+    key_file: &Path,
+    cert_out: &Path,
+    name: &str,
+) -> Result<Identity, IdentityError> {
+    let id = Identity::for_key(read_key(key_file)?, name)?;
+    id.check_usable()?;
+    write_new_file(cert_out, &id.cert_pem()?, 0o644)?;
+    Ok(id)
+}
+
 /// `true` when this OpenSSL completes a DTLS 1.2 handshake with Ed25519
 /// certificates on both sides. Tried once, in memory, then remembered.
 pub fn ed25519_usable() -> bool {

@@ -572,7 +572,11 @@ impl Link {
             timers: Mutex::new(()),
             loops: AtomicUsize::new(0),
             metrics: DtlsMetrics::register(registry, prefix),
-            log: RateLog::new(prefix),
+            log: if prefix == PROBE_PREFIX {
+                RateLog::silent(prefix)
+            } else {
+                RateLog::new(prefix)
+            },
         }))
     }
 
@@ -1435,6 +1439,9 @@ impl Sealer<'_> {
 // In-memory handshakes (probe and tests)
 // ---------------------------------------------------------------------------
 
+/// The metrics prefix of probe links (their log is silent).
+const PROBE_PREFIX: &str = "ivip_dtls_probe";
+
 /// Datagrams collected in memory, for handshakes without sockets.
 #[derive(Debug, Default)]
 pub struct MemWire {
@@ -1473,7 +1480,7 @@ pub fn probe_handshake(kind: KeyKind) -> Result<bool, String> {
             PinSet::new(vec![other]),
             Limits::default(),
             &reg,
-            "probe",
+            PROBE_PREFIX,
         )
     };
     let a = mk(&ia, pin("b", &ib))?;

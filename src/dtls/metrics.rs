@@ -201,6 +201,8 @@ pub struct RateLog {
     state: Mutex<LogState>,
     /// A name in front of every line (the daemon's prefix).
     pub name: String,
+    /// Keep messages for [`RateLog::recent`] but write nothing (probes).
+    pub silent: bool,
 }
 
 impl RateLog {
@@ -209,6 +211,15 @@ impl RateLog {
         RateLog {
             state: Mutex::new(LogState::default()),
             name: name.to_string(),
+            silent: false,
+        }
+    }
+
+    /// A log that keeps messages for [`RateLog::recent`] and writes nothing.
+    pub fn silent(name: &str) -> RateLog {
+        RateLog {
+            silent: true,
+            ..RateLog::new(name)
         }
     }
 
@@ -234,7 +245,9 @@ impl RateLog {
         }
         s.lines += 1;
         let m = msg();
-        log::log!(level, "{}: {m}", self.name);
+        if !self.silent {
+            log::log!(level, "{}: {m}", self.name);
+        }
         if s.recent.len() >= RECENT_MAX {
             s.recent.pop_front();
         }

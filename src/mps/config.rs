@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::core::{FillSettings, Settings};
 use crate::config::{self, ConfigError};
+use crate::dtls::{DtlsConfig, Security};
 use crate::feed::config::check_feeds;
 use crate::feed::{FeedEntry, FeedTimingConfig};
 use crate::net::{FaultConfig, LoopConfig, SocketConfig};
@@ -85,6 +86,10 @@ pub struct MpsConfig {
     pub listen: SocketAddr,
     /// The HTTP address: payloads and `/metrics`.
     pub http: SocketAddr,
+    /// An HTTPS address serving the same, with the `[dtls]` identity (clients
+    /// pin its key; spec: dtls.md §7).
+    #[serde(default)]
+    pub https: Option<SocketAddr>,
     /// Upstream feeds (two or more).
     #[serde(default)]
     pub feed: Vec<FeedEntry>,
@@ -94,7 +99,8 @@ pub struct MpsConfig {
     /// RUAS keys: payloads of other RUASes are dropped.
     #[serde(default)]
     pub ruas: Vec<RuasKey>,
-    /// Peer MPSes' base URLs (`http://host:port`).
+    /// Peer MPSes' base URLs (`http://host:port`, or `https://` checked against
+    /// the `[dtls]` pins).
     #[serde(default)]
     pub peers: Vec<String>,
     /// Storage.
@@ -109,6 +115,9 @@ pub struct MpsConfig {
     /// Fault injection (testing only).
     #[serde(default)]
     pub fault: FaultConfig,
+    /// Link security: identity and pinned peers (spec: dtls.md).
+    #[serde(default)]
+    pub dtls: DtlsConfig,
 }
 
 /// A checked MPS configuration.
@@ -118,6 +127,8 @@ pub struct MpsSettings {
     pub listen: SocketAddr,
     /// HTTP address.
     pub http: SocketAddr,
+    /// HTTPS address.
+    pub https: Option<SocketAddr>,
     /// Peer base URLs, without a trailing slash.
     pub peers: Vec<String>,
     /// The core's settings.
@@ -134,6 +145,8 @@ pub struct MpsSettings {
     pub fault: FaultConfig,
     /// Event-loop limits.
     pub event_loop: LoopConfig,
+    /// DTLS or (tests only) plain UDP; pins for HTTPS.
+    pub dtls: Security,
 }
 
 impl MpsConfig {
@@ -151,7 +164,19 @@ impl MpsConfig {
     /// [`ConfigError::Invalid`] naming the key.
     pub fn check(&self, path: &Path) -> Result<MpsSettings, ConfigError> {
         let bad = |key: String, msg: String| ConfigError::invalid(path, key, msg);
+        let dtls = self.dtls.check(path)?;
         let feeds = check_feeds(path, "feed", &self.feed, 2, self.listen)?;
+        for (i, f) in self.feed.iter().enumerate() {
+            for a in std::iter::once(&f.address).chain(&f.alternatives) {
+                dtls.require_pinned(path, &format!("feed[{i}]"), *a)?;
+            }
+        }
+        if self.https.is_some() && !dtls.is_dtls() {
+            return Err(bad(
+                "https".into(),
+                "HTTPS serves the [dtls] identity, and insecure_plain_udp has none".into(),
+            ));
+        }
         let timing = self.feed_timing.check(path)?;
         if self.ruas.is_empty() {
             return Err(bad(
@@ -189,12 +214,11 @@ impl MpsConfig {
         }
         let mut peers = Vec::new();
         for (i, p) in self.peers.iter().enumerate() {
-            let rest = p.strip_prefix("http://").ok_or_else(|| {
-                bad(
-                    format!("peers[{i}]"),
-                    format!("{p:?} must be an http://host:port URL"),
-                )
-            })?;
+            crate::qsd::config::check_url(p, &dtls).map_err(|m| bad(format!("peers[{i}]"), m))?;
+            let rest = p
+                .strip_prefix("http://")
+                .or_else(|| p.strip_prefix("https://"))
+                .unwrap_or("");
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 return Err(bad(format!("peers[{i}]"), format!("{p:?} has no host")));
             }
@@ -232,6 +256,7 @@ impl MpsConfig {
         Ok(MpsSettings {
             listen: self.listen,
             http: self.http,
+            https: self.https,
             core: Settings {
                 keys,
                 feeds,
@@ -252,6 +277,7 @@ impl MpsConfig {
             socket: self.socket,
             fault: self.fault,
             event_loop: LoopConfig::default(),
+            dtls,
         })
     }
 }
@@ -272,7 +298,8 @@ mod tests {
         let text = format!(
             "listen = \"127.0.0.1:4600\"\nhttp = \"127.0.0.1:8080\"\n\
              peers = [\"http://127.0.0.1:8081/\"]\n{extra}\n\
-             [[feed]]\naddress = \"127.0.0.1:4500\"\n[[feed]]\naddress = \"127.0.0.1:4501\"\n"
+             [[feed]]\naddress = \"127.0.0.1:4500\"\n[[feed]]\naddress = \"127.0.0.1:4501\"\n\
+             [dtls]\ninsecure_plain_udp = true\n"
         );
         let p = Path::new("m.toml");
         config::parse::<MpsConfig>(p, &text)?.check(p)

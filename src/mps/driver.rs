@@ -15,6 +15,7 @@ use super::config::MpsSettings;
 use super::core::{FetchJob, MpsCore};
 use super::store::Store;
 use crate::daemon::Shutdown;
+use crate::dtls::tls::{ClientTls, ServerTls};
 use crate::http::{self, HttpServer, ServerConfig};
 use crate::metrics::Registry;
 use crate::net::event_loop::Stop;
@@ -36,7 +37,7 @@ pub enum MpsError {
     Http(http::ServerError),
     /// A thread could not start, or the loop failed.
     Worker(std::io::Error),
-    /// No randomness.
+    /// No randomness, or the DTLS identity or link.
     Setup(String),
 }
 
@@ -103,6 +104,8 @@ impl DatagramCore for Driven {
 pub struct Mps {
     addr: SocketAddr,
     http: Option<HttpServer>,
+    https: Option<HttpServer>,
+    link: Option<Arc<crate::dtls::Link>>,
     store: Arc<Store>,
     registry: Registry,
     stop: Stop,
@@ -132,6 +135,17 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
         clock.now(),
         &registry,
     );
+    let link = s
+        .dtls
+        .link("mps", &registry, "ivip_mps")
+        .map_err(MpsError::Setup)?;
+    let https = s.dtls.https().map_err(MpsError::Setup)?;
+    let tls = match &https {
+        Some((_, pins)) => Some(Arc::new(
+            ClientTls::new(pins.clone()).map_err(MpsError::Setup)?,
+        )),
+        None => None,
+    };
     let sock = cores::bind_group(s.listen, 1, s.socket.options())
         .map_err(MpsError::Bind)?
         .remove(0);
@@ -143,7 +157,8 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
         LoopMetrics::register(&registry, "ivip_mps"),
         clock,
     )
-    .map_err(MpsError::Worker)?;
+    .map_err(MpsError::Worker)?
+    .with_link(link.clone());
     let waker = lp.waker();
     let (jobs_tx, jobs_rx) = bounded::<FetchJob>(FETCH_QUEUE_MAX);
     let (res_tx, res_rx) = bounded::<FetchResult>(FETCH_QUEUE_MAX);
@@ -166,8 +181,17 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
     };
     let peers = s.peers.clone();
     let fetch_stop = stop.clone();
+    let fetch_tls = tls.clone();
     let fetcher = cores::spawn("mps-fetch".into(), move || {
-        fetch_loop(&client, &peers, &jobs_rx, &res_tx, &waker, &fetch_stop);
+        fetch_loop(
+            &client,
+            fetch_tls.as_deref(),
+            &peers,
+            &jobs_rx,
+            &res_tx,
+            &waker,
+            &fetch_stop,
+        );
         Ok(())
     });
     match fetcher {
@@ -178,13 +202,38 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
         }
     }
     let handler = super::http::handler(store.clone(), registry.clone(), s.core.range_max);
-    let server = match HttpServer::spawn(s.http, "mps", ServerConfig::default(), shutdown, handler)
-    {
+    let server = match HttpServer::spawn(
+        s.http,
+        "mps",
+        ServerConfig::default(),
+        shutdown.clone(),
+        handler.clone(),
+    ) {
         Ok(h) => h,
         Err(e) => {
             stop.abort();
             return Err(MpsError::Http(e));
         }
+    };
+    let https_server = match (s.https, &https) {
+        (Some(addr), Some((id, _))) => {
+            let tls = ServerTls::new(id).map_err(|e| MpsError::Setup(e.to_string()))?;
+            match HttpServer::spawn_tls(
+                addr,
+                "mps",
+                ServerConfig::default(),
+                shutdown,
+                handler,
+                &tls,
+            ) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    stop.abort();
+                    return Err(MpsError::Http(e));
+                }
+            }
+        }
+        _ => None,
     };
     log::info!(
         "mps: feeds on {addr}, HTTP on {}, {} feed(s), {} peer(s)",
@@ -195,6 +244,8 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
     Ok(Mps {
         addr,
         http: Some(server),
+        https: https_server,
+        link,
         store,
         registry,
         stop,
@@ -204,6 +255,7 @@ pub fn start(s: &MpsSettings, shutdown: Shutdown) -> Result<Mps, MpsError> {
 
 fn fetch_loop(
     client: &http::Client,
+    tls: Option<&ClientTls>,
     peers: &[String],
     jobs: &Receiver<FetchJob>,
     results: &Sender<FetchResult>,
@@ -224,7 +276,7 @@ fn fetch_loop(
             "{base}/payloads/{}/{}?from={}&to={}",
             job.ruas, job.epoch, job.from, job.to
         );
-        let r = match client.get(&url) {
+        let r = match client.get_with(&url, tls) {
             Ok(resp) if resp.status == 200 => Ok(resp.body),
             Ok(resp) => Err(format!("{url}: HTTP {}", resp.status)),
             Err(e) => Err(format!("{url}: {e}")),
@@ -257,6 +309,16 @@ impl Mps {
             .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), HttpServer::local_addr)
     }
 
+    /// The HTTPS address, when configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The feed socket's DTLS link (`None` with `insecure_plain_udp`).
+    pub fn link(&self) -> Option<&Arc<crate::dtls::Link>> {
+        self.link.as_ref()
+    }
+
     /// The store (read-only use: tests and status).
     pub fn store(&self) -> &Arc<Store> {
         &self.store
@@ -279,6 +341,9 @@ impl Mps {
             }
         }
         if let Some(h) = self.http.take() {
+            h.stop();
+        }
+        if let Some(h) = self.https.take() {
             h.stop();
         }
         result

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::stream::StreamConfig;
 use crate::config::{self, ConfigError};
+use crate::dtls::{DtlsConfig, Security};
 use crate::feed::config::check_feeds;
 use crate::feed::{FeedEntry, FeedSpec, FeedTiming, FeedTimingConfig};
 use crate::net::{FaultConfig, IpPrefix, SocketConfig};
@@ -84,6 +85,9 @@ pub struct QsdConfig {
     /// Test-only fault injection.
     #[serde(default)]
     pub fault: FaultConfig,
+    /// Link security of the feed socket (and HTTPS fetches): spec: dtls.md.
+    #[serde(default)]
+    pub dtls: DtlsConfig,
 }
 
 mod opt_hex32 {
@@ -148,6 +152,29 @@ pub struct QsdSettings {
     pub socket: SocketConfig,
     /// Fault injection.
     pub fault: FaultConfig,
+    /// DTLS or (tests only) plain UDP on the feed socket; pins for HTTPS.
+    pub dtls: Security,
+}
+
+/// `Ok` for `http://` URLs, and for `https://` ones when `dtls` has pins to
+/// check the server with.
+///
+/// # Errors
+/// A message for the operator.
+pub fn check_url(u: &str, dtls: &Security) -> Result<(), String> {
+    if u.starts_with("http://") {
+        return Ok(());
+    }
+    if u.starts_with("https://") {
+        return if dtls.is_dtls() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{u:?}: https needs [dtls] pins to check the server (insecure_plain_udp has none)"
+            ))
+        };
+    }
+    Err(format!("{u:?} is not an http:// or https:// URL"))
 }
 
 impl QsdConfig {
@@ -165,7 +192,13 @@ impl QsdConfig {
     /// [`ConfigError`].
     pub fn check(&self, path: &Path) -> Result<QsdSettings, ConfigError> {
         let bad = |k: &str, m: String| ConfigError::invalid(path, k, m);
+        let dtls = self.dtls.check(path)?;
         let feeds = check_feeds(path, "feed", &self.feed, 1, self.feed_listen)?;
+        for (i, f) in self.feed.iter().enumerate() {
+            for a in std::iter::once(&f.address).chain(&f.alternatives) {
+                dtls.require_pinned(path, &format!("feed[{i}]"), *a)?;
+            }
+        }
         let timing = self.feed_timing.check(path)?;
         let directory = match (&self.directory, &self.directory_url, &self.directory_key) {
             (Some(f), None, _) => {
@@ -177,9 +210,7 @@ impl QsdConfig {
                 })
             }
             (None, Some(u), Some(k)) => {
-                if !u.starts_with("http://") {
-                    return Err(bad("directory_url", format!("{u:?} is not an http:// URL")));
-                }
+                check_url(u, &dtls).map_err(|m| bad("directory_url", m))?;
                 DirectorySource::Url {
                     url: u.clone(),
                     key: *k,
@@ -199,12 +230,7 @@ impl QsdConfig {
             }
         };
         for (i, u) in self.mps.iter().enumerate() {
-            if !u.starts_with("http://") {
-                return Err(bad(
-                    &format!("mps[{i}]"),
-                    format!("{u:?} is not an http:// URL"),
-                ));
-            }
+            check_url(u, &dtls).map_err(|m| bad(&format!("mps[{i}]"), m))?;
         }
         let mut clients = Vec::new();
         for (i, c) in self.clients.iter().enumerate() {
@@ -243,6 +269,7 @@ impl QsdConfig {
             },
             socket: self.socket,
             fault: self.fault,
+            dtls,
         })
     }
 }

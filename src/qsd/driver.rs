@@ -26,6 +26,7 @@ use super::feed::{AppliedLog, FeedCore, FeedParts, FetchJob, FetchResult};
 use super::query::{NotifierMsg, QueryCore, QueryMetrics, QueryShared};
 use super::stream::Stream;
 use crate::daemon::{SHUTDOWN_POLL_MS, Shutdown};
+use crate::dtls::tls::ClientTls;
 use crate::http::{self, HttpServer, Request, Response, ServerConfig};
 use crate::metrics::Registry;
 use crate::net::event_loop::Stop;
@@ -50,6 +51,8 @@ pub enum QsdError {
     Http(http::ServerError),
     /// A thread.
     Worker(std::io::Error),
+    /// The DTLS identity or link.
+    Dtls(String),
 }
 
 impl std::fmt::Display for QsdError {
@@ -59,6 +62,7 @@ impl std::fmt::Display for QsdError {
             QsdError::Bind(e) => write!(f, "{e} (is another daemon using the port?)"),
             QsdError::Http(e) => write!(f, "{e}"),
             QsdError::Worker(e) => write!(f, "worker: {e}"),
+            QsdError::Dtls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -73,11 +77,22 @@ fn http_client(total: std::time::Duration) -> http::Client {
     }
 }
 
-/// Read or fetch the directory.
+/// Read or fetch the directory over plain HTTP.
 ///
 /// # Errors
 /// A sentence for the operator.
 pub fn load_directory(src: &DirectorySource) -> Result<Directory, String> {
+    load_directory_with(src, None)
+}
+
+/// Read or fetch the directory (`tls` checks `https://` servers).
+///
+/// # Errors
+/// A sentence for the operator.
+pub fn load_directory_with(
+    src: &DirectorySource,
+    tls: Option<&ClientTls>,
+) -> Result<Directory, String> {
     match src {
         DirectorySource::File(p) => {
             let text = std::fs::read_to_string(p)
@@ -86,12 +101,12 @@ pub fn load_directory(src: &DirectorySource) -> Result<Directory, String> {
         }
         DirectorySource::Url { url, key } => {
             let c = http_client(std::time::Duration::from_secs(10));
-            let body = c.get(url).map_err(|e| format!("{url}: {e}"))?;
+            let body = c.get_with(url, tls).map_err(|e| format!("{url}: {e}"))?;
             if body.status != 200 {
                 return Err(format!("{url}: HTTP {}", body.status));
             }
             let sig = c
-                .get(&format!("{url}.sig"))
+                .get_with(&format!("{url}.sig"), tls)
                 .map_err(|e| format!("{url}.sig: {e}"))?;
             if sig.status != 200 {
                 return Err(format!("{url}.sig: HTTP {}", sig.status));
@@ -106,6 +121,7 @@ fn fetch_loop(
     jobs: &Receiver<FetchJob>,
     results: &Sender<FetchResult>,
     mps: &[String],
+    tls: Option<&ClientTls>,
     waker: &mio::Waker,
     stop: &Stop,
 ) {
@@ -133,7 +149,7 @@ fn fetch_loop(
                         "{}/payloads/{ruas}/{epoch}?from={from}&to={to}",
                         mps[i % mps.len()]
                     );
-                    FetchResult::Payloads(match quick.get(&url) {
+                    FetchResult::Payloads(match quick.get_with(&url, tls) {
                         Ok(r) if r.status == 200 => Ok(r.body),
                         Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
                         Err(e) => Err(format!("{url}: {e}")),
@@ -144,7 +160,7 @@ fn fetch_loop(
                 let url = format!("{server}/v1/snapshots/latest?mab={mab}");
                 FetchResult::Snapshot(
                     mab,
-                    match slow.get(&url) {
+                    match slow.get_with(&url, tls) {
                         Ok(r) if r.status == 200 => Ok(r.body),
                         Ok(r) => Err(format!(
                             "{url}: HTTP {}: {}",
@@ -167,6 +183,7 @@ fn fetch_loop(
 /// load or verify is logged and the one in use is kept.
 fn refresh_loop(
     src: &DirectorySource,
+    tls: Option<&ClientTls>,
     every: crate::time::Duration,
     results: &Sender<FetchResult>,
     waker: &mio::Waker,
@@ -179,7 +196,7 @@ fn refresh_loop(
             continue;
         }
         next = std::time::Instant::now() + every.to_std();
-        match load_directory(src) {
+        match load_directory_with(src, tls) {
             Ok(d) => {
                 if results.send(FetchResult::Directory(d)).is_err() {
                     return;
@@ -198,6 +215,7 @@ pub struct Qsd {
     admin: Option<HttpServer>,
     registry: Registry,
     reader: DbReader,
+    link: Option<Arc<crate::dtls::Link>>,
     stop: Stop,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
 }
@@ -270,8 +288,16 @@ impl Admin {
 /// # Errors
 /// [`QsdError`].
 pub fn start(s: &QsdSettings, shutdown: Shutdown) -> Result<Qsd, QsdError> {
-    let dir = load_directory(&s.directory).map_err(QsdError::Directory)?;
     let registry = Registry::new();
+    let tls: Option<Arc<ClientTls>> = match s.dtls.https().map_err(QsdError::Dtls)? {
+        Some((_, pins)) => Some(Arc::new(ClientTls::new(pins).map_err(QsdError::Dtls)?)),
+        None => None,
+    };
+    let link = s
+        .dtls
+        .link("qsd", &registry, "ivip_qsd_feed")
+        .map_err(QsdError::Dtls)?;
+    let dir = load_directory_with(&s.directory, tls.as_deref()).map_err(QsdError::Directory)?;
     let clock = SystemClock::new();
     let now = clock.now();
     let stream = Stream::new(s.stream, &dir.infos(), now);
@@ -333,7 +359,8 @@ pub fn start(s: &QsdSettings, shutdown: Shutdown) -> Result<Qsd, QsdError> {
         LoopMetrics::register(&registry, "ivip_qsd_feed_loop"),
         clock,
     )
-    .map_err(QsdError::Worker)?;
+    .map_err(QsdError::Worker)?
+    .with_link(link.clone());
     let waker = Arc::new(lp.waker());
     let (jobs_tx, jobs_rx) = bounded::<FetchJob>(FETCH_QUEUE_MAX);
     let (res_tx, res_rx) = bounded::<FetchResult>(FETCH_QUEUE_MAX);
@@ -363,16 +390,17 @@ pub fn start(s: &QsdSettings, shutdown: Shutdown) -> Result<Qsd, QsdError> {
             .map_err(QsdError::Worker)?,
     );
     for i in 0..2 {
-        let (jobs, results, mps, waker, st) = (
+        let (jobs, results, mps, waker, st, tls) = (
             jobs_rx.clone(),
             res_tx.clone(),
             s.mps.clone(),
             waker.clone(),
             stop.clone(),
+            tls.clone(),
         );
         threads.push(
             cores::spawn(format!("qsd-fetch-{i}"), move || {
-                fetch_loop(&jobs, &results, &mps, &waker, &st);
+                fetch_loop(&jobs, &results, &mps, tls.as_deref(), &waker, &st);
                 Ok(())
             })
             .map_err(QsdError::Worker)?,
@@ -380,16 +408,17 @@ pub fn start(s: &QsdSettings, shutdown: Shutdown) -> Result<Qsd, QsdError> {
     }
 
     {
-        let (src, every, results, waker, st) = (
+        let (src, every, results, waker, st, tls) = (
             s.directory.clone(),
             s.directory_refresh,
             res_tx.clone(),
             waker.clone(),
             stop.clone(),
+            tls.clone(),
         );
         threads.push(
             cores::spawn("qsd-directory".into(), move || {
-                refresh_loop(&src, every, &results, &waker, &st);
+                refresh_loop(&src, tls.as_deref(), every, &results, &waker, &st);
                 Ok(())
             })
             .map_err(QsdError::Worker)?,
@@ -422,6 +451,7 @@ pub fn start(s: &QsdSettings, shutdown: Shutdown) -> Result<Qsd, QsdError> {
         admin: Some(server),
         registry,
         reader,
+        link,
         stop,
         threads,
     })
@@ -453,6 +483,11 @@ impl Qsd {
     /// The database.
     pub fn reader(&self) -> &DbReader {
         &self.reader
+    }
+
+    /// The feed socket's DTLS link (`None` with `insecure_plain_udp`).
+    pub fn link(&self) -> Option<&Arc<crate::dtls::Link>> {
+        self.link.as_ref()
     }
 
     fn join(mut self) -> Result<(), QsdError> {

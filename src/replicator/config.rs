@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::core::{RuasSources, Settings};
 use crate::config::{self, ConfigError};
+use crate::dtls::{DtlsConfig, Security};
 use crate::feed::config::check_feeds;
 use crate::feed::{DownstreamConfig, FeedEntry, FeedSpec, FeedTimingConfig};
 use crate::net::{FaultConfig, LoopConfig, SocketConfig};
@@ -72,6 +73,9 @@ pub struct ReplicatorConfig {
     /// Fault injection (testing only).
     #[serde(default)]
     pub fault: FaultConfig,
+    /// Link security: identity and pinned peers (spec: dtls.md).
+    #[serde(default)]
+    pub dtls: DtlsConfig,
 }
 
 /// A checked replicator configuration.
@@ -91,6 +95,8 @@ pub struct ReplicatorSettings {
     pub fault: FaultConfig,
     /// Event-loop limits.
     pub event_loop: LoopConfig,
+    /// DTLS or (tests only) plain UDP.
+    pub dtls: Security,
 }
 
 impl ReplicatorConfig {
@@ -107,11 +113,15 @@ impl ReplicatorConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key.
     pub fn check(&self, path: &Path) -> Result<ReplicatorSettings, ConfigError> {
+        let dtls = self.dtls.check(path)?;
         let mut ruas = RuasSources::default();
         for (i, s) in self.ruas_sources.iter().enumerate() {
+            let key = format!("ruas_sources[{i}]");
             if let Ok(a) = s.parse::<SocketAddr>() {
+                dtls.require_pinned(path, &key, a)?;
                 ruas.addrs.insert(a);
             } else if let Ok(ip) = s.parse::<IpAddr>() {
+                dtls.require_pinned_ip(path, &key, ip)?;
                 ruas.ips.insert(ip.to_canonical());
             } else {
                 return Err(ConfigError::invalid(
@@ -151,6 +161,14 @@ impl ReplicatorConfig {
             }
             check_feeds(path, "feed", &self.feed, 2, self.listen)?
         };
+        for (i, f) in self.feed.iter().enumerate() {
+            for a in std::iter::once(&f.address).chain(&f.alternatives) {
+                dtls.require_pinned(path, &format!("feed[{i}]"), *a)?;
+            }
+        }
+        for (i, m) in self.mesh.iter().enumerate() {
+            dtls.require_pinned(path, &format!("mesh[{i}]"), *m)?;
+        }
         let timing = self.feed_timing.check(path)?;
         let downstream = self.downstream.check(path)?;
         if let Err(e) = super::dedupe::Dedupe::new(self.dedupe.window).map(|_| ()) {
@@ -173,6 +191,7 @@ impl ReplicatorConfig {
             socket: self.socket,
             fault: self.fault,
             event_loop: LoopConfig::default(),
+            dtls,
         })
     }
 }
@@ -189,7 +208,38 @@ mod tests {
 
     fn parse(text: &str) -> Result<ReplicatorSettings, ConfigError> {
         let p = Path::new("r.toml");
+        let text = format!("{text}\n[dtls]\ninsecure_plain_udp = true\n");
+        config::parse::<ReplicatorConfig>(p, &text)?.check(p)
+    }
+
+    fn parse_dtls(text: &str) -> Result<ReplicatorSettings, ConfigError> {
+        let p = Path::new("/etc/ivip/r.toml");
         config::parse::<ReplicatorConfig>(p, text)?.check(p)
+    }
+
+    #[test]
+    fn dtls_is_the_default_and_every_upstream_needs_a_pin() {
+        let e = parse_dtls("listen = \"127.0.0.1:1\"\nruas_sources=[\"127.0.0.9\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("insecure_plain_udp") && e.contains("keygen"),
+            "{e}"
+        );
+        let fp = format!("sha256:{}", "12".repeat(32));
+        let base = format!(
+            "listen = \"127.0.0.1:1\"\nruas_sources=[\"127.0.0.9\"]\nmesh=[\"127.0.0.1:2\"]\n\
+             [downstream]\nallow=[\"127.0.0.0/8\"]\n\
+             [dtls]\nkey_file=\"k\"\ncert_file=\"c\"\n\
+             [[dtls.peer]]\nname=\"ruas\"\nfingerprint=\"{fp}\"\naddress=[\"127.0.0.9\"]\n"
+        );
+        let e = parse_dtls(&base).unwrap_err().to_string();
+        assert!(e.contains("mesh[0]") && e.contains("127.0.0.1:2"), "{e}");
+        let ok = parse_dtls(&format!(
+            "{base}[[dtls.peer]]\nname=\"l0-b\"\nfingerprint=\"{fp}\"\naddress=[\"127.0.0.1:2\"]\n"
+        ))
+        .unwrap();
+        assert!(ok.dtls.is_dtls());
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl std::error::Error for ReplicatorError {}
 pub struct Replicator {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    link: Option<Arc<crate::dtls::Link>>,
     admin: Option<HttpServer>,
     registry: Registry,
     stop: Stop,
@@ -71,6 +72,10 @@ pub fn start(s: &ReplicatorSettings, shutdown: Shutdown) -> Result<Replicator, R
     let secret = random_bytes::<32>().map_err(ReplicatorError::Setup)?;
     let shared = Shared::new(&s.core, clock.now(), nonce, secret, &registry)
         .map_err(ReplicatorError::Setup)?;
+    let link = s
+        .dtls
+        .link("replicator", &registry, "ivip_replicator")
+        .map_err(ReplicatorError::Setup)?;
     let n = cores::worker_count(s.workers);
     let sockets =
         cores::bind_group(s.listen, n, s.socket.options()).map_err(ReplicatorError::Bind)?;
@@ -86,7 +91,8 @@ pub fn start(s: &ReplicatorSettings, shutdown: Shutdown) -> Result<Replicator, R
             loop_metrics.clone(),
             clock,
         )
-        .map_err(ReplicatorError::Worker)?;
+        .map_err(ReplicatorError::Worker)?
+        .with_link(link.clone());
         let mut core = Core::new(shared.clone(), i == 0);
         let worker_stop = stop.clone();
         let t = cores::spawn(format!("replicator-{i}"), move || {
@@ -129,6 +135,7 @@ pub fn start(s: &ReplicatorSettings, shutdown: Shutdown) -> Result<Replicator, R
     Ok(Replicator {
         shared,
         addr,
+        link,
         admin,
         registry,
         stop,
@@ -148,6 +155,11 @@ impl Replicator {
     /// The feed socket's address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The DTLS link (`None` with `insecure_plain_udp`).
+    pub fn link(&self) -> Option<&Arc<crate::dtls::Link>> {
+        self.link.as_ref()
     }
 
     /// The admin HTTP address.

@@ -9,6 +9,7 @@ use ivip_wire::{Mab, RuasId};
 use serde::Deserialize;
 
 use crate::config::ConfigError;
+use crate::dtls::{DtlsConfig, Security};
 use crate::range::UnitRange;
 
 /// A child UAS allowed to submit SUMUCs (seed s4.3, Figure 1).
@@ -97,6 +98,13 @@ pub struct RuasConfig {
     /// Test-only fault injection in the send path (`ivip testnet --loss`).
     #[serde(default)]
     pub fault: crate::net::FaultConfig,
+    /// HTTPS: the same resources as `http_listen` (snapshots above all), with
+    /// the `[dtls]` identity, which QSDs pin (spec: dtls.md §7).
+    #[serde(default)]
+    pub https_listen: Option<SocketAddr>,
+    /// Link security of the payload links to level 0 (spec: dtls.md).
+    #[serde(default)]
+    pub dtls: DtlsConfig,
 }
 
 fn default_udp_bind() -> SocketAddr {
@@ -118,8 +126,35 @@ impl RuasConfig {
         if c.data_dir.is_relative() {
             c.data_dir = base.join(&c.data_dir);
         }
+        for f in [&mut c.dtls.key_file, &mut c.dtls.cert_file]
+            .into_iter()
+            .flatten()
+        {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
         c.check(path)?;
         Ok(c)
+    }
+
+    /// The checked `[dtls]` section (file names as [`RuasConfig::load`] left them).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key.
+    pub fn security(&self, path: &Path) -> Result<Security, ConfigError> {
+        let s = self.dtls.check(path)?;
+        for (i, r) in self.replicators.iter().enumerate() {
+            s.require_pinned(path, &format!("replicators[{i}]"), *r)?;
+        }
+        if self.https_listen.is_some() && !s.is_dtls() {
+            return Err(ConfigError::invalid(
+                path,
+                "https_listen",
+                "HTTPS serves the [dtls] identity, and insecure_plain_udp has none",
+            ));
+        }
+        Ok(s)
     }
 
     /// The RUAS id as a checked value.
@@ -188,6 +223,7 @@ impl RuasConfig {
         if let Err(e) = self.fault.check() {
             return bad("fault.loss_percent", e);
         }
+        self.security(path)?;
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for (i, u) in self.uas.iter().enumerate() {
@@ -245,7 +281,8 @@ mod tests {
     }
 
     const BASE: &str = "ruas_id = 1\nkey_file = \"k\"\ndata_dir = \"d\"\nhttp_listen = \"127.0.0.1:0\"\n\
-                        replicators = [\"127.0.0.1:9\"]\nmabs = [\"20.0.0.0/14\"]\n";
+                        replicators = [\"127.0.0.1:9\"]\nmabs = [\"20.0.0.0/14\"]\n\
+                        [dtls]\ninsecure_plain_udp = true\n";
 
     #[test]
     fn bad_values_name_their_key() {
@@ -262,5 +299,24 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("uas[0].ranges[0]"), "{e}");
+    }
+
+    #[test]
+    fn every_replicator_needs_a_pin() {
+        let text = BASE.replace(
+            "insecure_plain_udp = true",
+            "key_file = \"dtls.key\"\ncert_file = \"dtls.crt\"",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("replicators[0]") && e.contains("127.0.0.1:9"),
+            "{e}"
+        );
+        let fp = format!("sha256:{}", "00".repeat(32));
+        let ok = parse(&format!(
+            "{text}[[dtls.peer]]\nname = \"l0\"\nfingerprint = \"{fp}\"\naddress = [\"127.0.0.1:9\"]\n"
+        ))
+        .unwrap();
+        assert!(ok.security(Path::new("r.toml")).unwrap().is_dtls());
     }
 }

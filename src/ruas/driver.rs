@@ -11,7 +11,7 @@
 //! A WAL commit that fails stops the daemon (engine.rs, durability contract).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -26,13 +26,15 @@ use super::config::RuasConfig;
 use super::engine::{Engine, RecoveryError, Step};
 use super::http::{HttpState, REJECT_REASONS, WriterRequest};
 use super::packer::PackerConfig;
+use super::sender::SenderCore;
 use super::snapshots::{self, Catalog, SnapshotFileError};
 use crate::daemon::{SHUTDOWN_POLL_MS, Shutdown};
 use crate::delegation::Child;
 use crate::http::{HttpServer, ServerConfig, ServerError};
 use crate::keyfile::KeyFileError;
 use crate::metrics::{Counter, Gauge, Registry};
-use crate::net::FaultInjector;
+use crate::net::event_loop::Stop;
+use crate::net::{LoopConfig, LoopMetrics, UdpLoop, cores};
 use crate::sign::{Ed25519Verifier, KeyPair};
 use crate::store::log::{AppendLog, LogError};
 use crate::table::{DbReader, TableView};
@@ -65,6 +67,8 @@ pub enum RuasError {
     },
     /// A thread could not start or panicked.
     Thread(String),
+    /// The DTLS identity or link.
+    Dtls(String),
 }
 
 impl std::fmt::Display for RuasError {
@@ -79,6 +83,7 @@ impl std::fmt::Display for RuasError {
                 write!(f, "cannot open the UDP socket on {addr}: {source}")
             }
             RuasError::Thread(e) => write!(f, "{e}"),
+            RuasError::Dtls(e) => write!(f, "{e}"),
         }
     }
 }
@@ -88,8 +93,6 @@ impl std::error::Error for RuasError {}
 struct WriterMetrics {
     payloads: Counter,
     payload_bytes: Counter,
-    send_errors: Counter,
-    dropped_by_fault: Counter,
     queue_sets: Gauge,
     queue_payloads: Gauge,
     scheduled: Gauge,
@@ -112,11 +115,6 @@ impl WriterMetrics {
             payload_bytes: r.counter(
                 "ivip_ruas_payload_bytes_sent_total",
                 "Bytes of payloads sent, counted once per payload.",
-            ),
-            send_errors: r.counter("ivip_ruas_send_errors_total", "UDP sends that failed."),
-            dropped_by_fault: r.counter(
-                "ivip_ruas_fault_dropped_total",
-                "Datagrams dropped by test fault injection.",
             ),
             queue_sets: r.gauge(
                 "ivip_ruas_queue_sets",
@@ -169,9 +167,9 @@ struct SnapJob {
 struct Writer {
     engine: Engine,
     log: AppendLog,
-    socket: UdpSocket,
-    replicators: Vec<SocketAddr>,
-    fault: FaultInjector,
+    /// Payloads to the sender loop, which seals one record per replicator.
+    udp: crossbeam_channel::Sender<Vec<u8>>,
+    udp_waker: Arc<mio::Waker>,
     clock: SystemClock,
     requests: Receiver<WriterRequest>,
     snap_tx: Sender<SnapJob>,
@@ -216,18 +214,14 @@ impl Writer {
 
     fn send(&mut self, step: &Step) {
         for o in &step.send {
-            for r in &self.replicators {
-                if self.fault.drop_next() {
-                    self.m.dropped_by_fault.inc();
-                    continue;
-                }
-                if let Err(e) = self.socket.send_to(&o.bytes, r) {
-                    self.m.send_errors.inc();
-                    log::debug!("send to {r}: {e}");
-                }
-            }
+            // The sender loop lives as long as the writer; a closed channel only
+            // happens while stopping, when nothing more can be sent anyway.
+            let _ = self.udp.send(o.bytes.clone());
             self.m.payloads.inc();
             self.m.payload_bytes.add(o.bytes.len() as u64);
+        }
+        if !step.send.is_empty() {
+            let _ = self.udp_waker.wake();
         }
     }
 
@@ -388,8 +382,12 @@ impl Writer {
 /// A running RUAS.
 pub struct Ruas {
     http: Option<HttpServer>,
+    https: Option<HttpServer>,
     udp: SocketAddr,
+    link: Option<Arc<crate::dtls::Link>>,
     threads: Vec<JoinHandle<Result<(), RuasError>>>,
+    udp_thread: Option<JoinHandle<Result<(), RuasError>>>,
+    udp_stop: Stop,
     shutdown: Shutdown,
     registry: Registry,
     reader: DbReader,
@@ -464,12 +462,53 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         log.append(w);
     }
     log.commit().map_err(RuasError::Log)?;
-    let socket = UdpSocket::bind(cfg.udp_bind).map_err(|source| RuasError::Socket {
+    let registry = Registry::new();
+    let security = cfg
+        .security(std::path::Path::new("the RUAS config"))
+        .map_err(|e| RuasError::Dtls(e.to_string()))?;
+    let link = security
+        .link("ruas", &registry, "ivip_ruas")
+        .map_err(RuasError::Dtls)?;
+    let socket = cores::bind_group(
+        cfg.udp_bind,
+        1,
+        crate::net::SocketConfig::default().options(),
+    )
+    .map_err(|source| RuasError::Socket {
         addr: cfg.udp_bind,
         source,
-    })?;
+    })?
+    .remove(0);
     let udp = socket.local_addr().unwrap_or(cfg.udp_bind);
-    let registry = Registry::new();
+    let udp_loop = UdpLoop::new(
+        socket,
+        LoopConfig::default(),
+        cfg.fault.injector(u64::from(cfg.ruas_id)),
+        LoopMetrics::register(&registry, "ivip_ruas"),
+        clock,
+    )
+    .map_err(|source| RuasError::Socket {
+        addr: cfg.udp_bind,
+        source,
+    })?
+    .with_link(link.clone());
+    let udp_link = link;
+    let (udp_tx, udp_rx) = unbounded::<Vec<u8>>();
+    let udp_waker = udp_loop.waker();
+    let mut sender = SenderCore::new(
+        udp_rx,
+        &cfg.replicators,
+        registry.counter(
+            "ivip_ruas_unexpected_datagrams_total",
+            "Datagrams received on the payload socket (nothing is expected there).",
+        ),
+        registry.counter(
+            "ivip_ruas_sender_outbox_full_total",
+            "Times the payload sender filled its outbox and waited a round.",
+        ),
+    );
+    // Stopped after the writer has sent its last payloads (not by the signal).
+    let udp_stop = Stop::new(Shutdown::new());
     let m = WriterMetrics::register(&registry);
     let (req_tx, req_rx) = bounded(WRITER_QUEUE_MAX);
     let (snap_tx, snap_rx) = unbounded::<SnapJob>();
@@ -481,9 +520,8 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         next_snapshot: cfg.mabs.iter().map(|m| (*m, now)).collect(),
         engine,
         log,
-        socket,
-        replicators: cfg.replicators.clone(),
-        fault: cfg.fault.injector(u64::from(cfg.ruas_id)),
+        udp: udp_tx,
+        udp_waker,
         clock,
         requests: req_rx,
         snap_tx,
@@ -529,6 +567,7 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         answer_key: key.clone(),
     };
     let state = Arc::new(state);
+    let http_state = state.clone();
     let http = HttpServer::spawn(
         cfg.http_listen,
         "ruas",
@@ -537,10 +576,36 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
             body_max: ivip_wire::sumuc::SUMUC_LEN_MAX,
         },
         shutdown.clone(),
-        Arc::new(move |r| state.handle(r)),
+        Arc::new(move |r| http_state.handle(r)),
     )
     .map_err(RuasError::Http)?;
 
+    let https = match cfg.https_listen {
+        None => None,
+        Some(addr) => {
+            let (id, _) = security
+                .https()
+                .map_err(RuasError::Dtls)?
+                .ok_or_else(|| RuasError::Dtls("https_listen needs [dtls]".into()))?;
+            let tls = crate::dtls::tls::ServerTls::new(&id)
+                .map_err(|e| RuasError::Dtls(e.to_string()))?;
+            let state = state.clone();
+            Some(
+                HttpServer::spawn_tls(
+                    addr,
+                    "ruas",
+                    ServerConfig {
+                        threads: cfg.http_threads,
+                        body_max: ivip_wire::sumuc::SUMUC_LEN_MAX,
+                    },
+                    shutdown.clone(),
+                    Arc::new(move |r| state.handle(r)),
+                    &tls,
+                )
+                .map_err(RuasError::Http)?,
+            )
+        }
+    };
     let mut threads = Vec::new();
     let spawn = |name: &str, f: Box<dyn FnOnce() -> Result<(), RuasError> + Send>| {
         std::thread::Builder::new()
@@ -548,24 +613,41 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
             .spawn(f)
             .map_err(|e| RuasError::Thread(format!("cannot start thread {name}: {e}")))
     };
-    threads.push(spawn("ruas-writer", Box::new(move || writer.run()))?);
+    let loop_stop = udp_stop.clone();
+    let udp_thread = spawn(
+        "ruas-udp",
+        Box::new(move || {
+            udp_loop
+                .run(&mut sender, &loop_stop)
+                .map_err(|e| RuasError::Thread(format!("payload sender loop: {e}")))
+        }),
+    )?;
+    let abort_udp = udp_stop.clone();
+    let abort = move |e| {
+        abort_udp.abort();
+        e
+    };
+    threads.push(spawn("ruas-writer", Box::new(move || writer.run())).map_err(&abort)?);
     let snap_key = key.clone();
     let ruas_id = cfg.id();
     let snap_catalog = catalog.clone();
-    threads.push(spawn(
-        "ruas-snapshots",
-        Box::new(move || {
-            snapshot_loop(
-                &snap_rx,
-                &done_tx,
-                &snap_key,
-                ruas_id,
-                &snap_dir,
-                &snap_catalog,
-            );
-            Ok(())
-        }),
-    )?);
+    threads.push(
+        spawn(
+            "ruas-snapshots",
+            Box::new(move || {
+                snapshot_loop(
+                    &snap_rx,
+                    &done_tx,
+                    &snap_key,
+                    ruas_id,
+                    &snap_dir,
+                    &snap_catalog,
+                );
+                Ok(())
+            }),
+        )
+        .map_err(&abort)?,
+    );
     log::info!(
         "RUAS {} up: HTTP http://{}, payloads from {udp} to {} replicator(s)",
         cfg.ruas_id,
@@ -574,8 +656,12 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
     );
     Ok(Ruas {
         http: Some(http),
+        https,
         udp,
+        link: udp_link,
         threads,
+        udp_thread: Some(udp_thread),
+        udp_stop,
         shutdown,
         registry,
         reader,
@@ -629,6 +715,16 @@ impl Ruas {
         self.udp
     }
 
+    /// The HTTPS address, when `https_listen` is set.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().map(HttpServer::local_addr)
+    }
+
+    /// The payload socket's DTLS link (`None` with `insecure_plain_udp`).
+    pub fn link(&self) -> Option<&Arc<crate::dtls::Link>> {
+        self.link.as_ref()
+    }
+
     /// The metrics.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -672,10 +768,31 @@ impl Ruas {
                 Err(_) => result = Err(RuasError::Thread("a RUAS thread panicked".into())),
             }
         }
+        // Then the payload loop: it sends what the writer queued last, closes its
+        // DTLS associations, and ends.
+        self.udp_stop.stop();
+        if let Some(t) = self.udp_thread.take() {
+            match t.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(RuasError::Thread("the RUAS sender panicked".into())),
+            }
+        }
         if let Some(h) = self.http.take() {
             h.stop();
         }
+        if let Some(h) = self.https.take() {
+            h.stop();
+        }
         result
+    }
+}
+
+impl Drop for Ruas {
+    fn drop(&mut self) {
+        // Dropped without `wait` (a failed test): do not leave the sender loop
+        // running on its own.
+        self.udp_stop.abort();
     }
 }
 

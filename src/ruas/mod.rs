@@ -2,13 +2,15 @@
 //!
 //! Reading order: [`config`], [`engine`] (the writer: master database, decisions,
 //! recovery), [`packer`] (the output stream), [`http`] (ingest and read API),
-//! [`snapshots`] (files), [`driver`] (threads, WAL, sockets).
+//! [`snapshots`] (files), [`sender`] (payloads to level 0 over the DTLS event
+//! loop), [`driver`] (threads, WAL, sockets).
 
 pub mod config;
 pub mod driver;
 pub mod engine;
 pub mod http;
 pub mod packer;
+pub mod sender;
 pub mod snapshots;
 
 pub use config::RuasConfig;
