@@ -101,7 +101,7 @@ fn replicator(listen: &str, ruas_ip: &str) -> Replicator {
     let text = format!(
         "listen = {listen:?}\nworkers = 1\nruas_sources = [{ruas_ip:?}]\n\
          [downstream]\ncapacity = 1000\nallow = [\"127.0.0.0/8\"]\n\
-         [dedupe]\nwindow = 65536\n"
+         [dedupe]\nwindow = 65536\n[dtls]\ninsecure_plain_udp = true\n"
     );
     let p = Path::new("bench.toml");
     let s = ivip::config::parse::<ReplicatorConfig>(p, &text)

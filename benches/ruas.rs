@@ -65,7 +65,8 @@ fn start(batch_window_ms: u64, tag: &str) -> Bench {
             "ruas_id = 1\nkey_file = \"ruas.key\"\ndata_dir = \"data\"\nhttp_listen = \"127.0.0.1:0\"\n\
              replicators = [\"{}\"]\nmabs = [\"20.0.0.0/8\"]\nbatch_window_ms = {batch_window_ms}\n\
              snapshot_interval_s = 3600\n\
-             [[uas]]\nname = \"bench\"\npublic_key = \"{}\"\nranges = [\"20.0.0.0+16777216\"]\n",
+             [[uas]]\nname = \"bench\"\npublic_key = \"{}\"\nranges = [\"20.0.0.0+16777216\"]\n\
+             [dtls]\ninsecure_plain_udp = true\n",
             udp.local_addr().unwrap(),
             ivip_wire::hex::encode(&uas.public())
         ),

@@ -67,7 +67,8 @@ fn main() {
         format!(
             "ruas_id = 7\nkey_file = \"ruas.key\"\ndata_dir = \"ruas\"\nhttp_listen = \"127.0.0.1:0\"\n\
              udp_bind = \"127.0.0.1:0\"\nreplicators = [\"{sink_addr}\"]\nmabs = [\"20.0.0.0/14\"]\n\
-             batch_window_ms = 0\n[[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n",
+             batch_window_ms = 0\n[[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n\
+             [dtls]\ninsecure_plain_udp = true\n",
             hex(&y.public())
         ),
     )

@@ -159,7 +159,8 @@ fn net(name: &str) -> Net {
             "ruas_id = 4\nkey_file = \"ruas.key\"\ndata_dir = \"ruas\"\nhttp_listen = \"127.0.0.1:0\"\n\
              replicators = [\"{}\", \"{}\"]\nmabs = [\"{MAB4}\", \"{MAB6}\"]\nbatch_window_ms = 0\n\
              heartbeat_ms = 200\nsnapshot_interval_s = 1\n\
-             [[uas]]\nname = \"u\"\npublic_key = \"{}\"\nranges = [\"20.0.0.0+65536\", \"2001:db8::+4294967296\"]\n",
+             [[uas]]\nname = \"u\"\npublic_key = \"{}\"\nranges = [\"20.0.0.0+65536\", \"2001:db8::+4294967296\"]\n\
+             [dtls]\ninsecure_plain_udp = true\n",
             relays[0].addr(),
             relays[1].addr(),
             ivip_wire::hex::encode(&uas.public())
@@ -172,7 +173,7 @@ fn net(name: &str) -> Net {
         dir.join("mps.toml"),
         format!(
             "listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n[[ruas]]\nid = 4\npublic_key = \"{}\"\n\
-             [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n",
+             [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n[dtls]\ninsecure_plain_udp = true\n",
             ivip_wire::hex::encode(&ruas_key.public()),
             relays[0].addr(),
             relays[1].addr()
@@ -222,7 +223,7 @@ impl Net {
             format!(
                 "query_listen = \"127.0.0.1:0\"\nworkers = 2\nfeed_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
                  directory = \"{dir_file}\"\nmps = [\"http://{}\"]\n\
-                 [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n",
+                 [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n[dtls]\ninsecure_plain_udp = true\n",
                 self.mps.http_addr(),
                 self.relays[0].addr(),
                 self.relays[1].addr()

@@ -81,9 +81,12 @@ fn payload(key: &KeyPair, seq: u32) -> Vec<u8> {
     b
 }
 
+/// These tests are about replication itself and talk to replicators with raw
+/// UDP sockets, so the replicators run plain UDP (tests/dtls.rs covers DTLS).
 fn replicator(text: &str) -> ReplicatorSettings {
     let p = Path::new("test-replicator.toml");
-    ivip::config::parse::<ReplicatorConfig>(p, text)
+    let text = format!("{text}\n[dtls]\ninsecure_plain_udp = true\n");
+    ivip::config::parse::<ReplicatorConfig>(p, &text)
         .and_then(|c| c.check(p))
         .unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
@@ -565,7 +568,7 @@ fn mps_settings(feeds: [&FakeUpstream; 2], peers: &[String], public: &[u8; 32]) 
         "listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\npeers = [{}]\n\
          [[ruas]]\nid = 3\npublic_key = \"{}\"\n\
          [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n\
-         [fill]\ngrace_ms = 50\nretry_ms = 200\n",
+         [fill]\ngrace_ms = 50\nretry_ms = 200\n[dtls]\ninsecure_plain_udp = true\n",
         peers.join(", "),
         ivip_wire::hex::encode(public),
         feeds[0].addr(),

@@ -69,7 +69,8 @@ fn setup(name: &str, http: &str, extra: &str) -> Setup {
             "ruas_id = 7\nkey_file = \"ruas.key\"\ndata_dir = \"data\"\nhttp_listen = \"{http}\"\n\
              udp_bind = \"127.0.0.1:0\"\nreplicators = [\"{}\"]\nmabs = [\"{MAB}\", \"2001:db8::/32\"]\n\
              heartbeat_ms = 200\n{extra}\n\
-             [[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n",
+             [[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n\
+             [dtls]\ninsecure_plain_udp = true\n",
             udp.local_addr().unwrap(),
             ivip_wire::hex::encode(&uas.public())
         ),

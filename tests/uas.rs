@@ -208,7 +208,8 @@ fn three_level_tree_carries_a_users_change_into_the_real_ruas_and_its_payloads()
             "ruas_id = 7\nkey_file = \"ruas.key\"\ndata_dir = \"ruas-data\"\n\
              http_listen = \"127.0.0.1:0\"\nudp_bind = \"127.0.0.1:0\"\n\
              replicators = [\"{}\"]\nmabs = [\"20.0.0.0/14\"]\nbatch_window_ms = 0\n\
-             [[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n",
+             [[uas]]\nname = \"uas-y\"\npublic_key = \"{}\"\nranges = [\"20.1.0.0+65536\"]\n\
+             [dtls]\ninsecure_plain_udp = true\n",
             replicator.local_addr().unwrap(),
             hex(&y.public())
         ),
