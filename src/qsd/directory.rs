@@ -83,10 +83,10 @@ impl Directory {
                 ));
             }
             for (j, u) in r.snapshot_urls.iter().enumerate() {
-                if !u.starts_with("http://") {
+                if !u.starts_with("http://") && !u.starts_with("https://") {
                     return Err(bad(
                         format!("ruas[{i}].snapshot_urls[{j}]"),
-                        format!("{u:?} is not an http:// URL"),
+                        format!("{u:?} is not an http:// or https:// URL"),
                     ));
                 }
             }
