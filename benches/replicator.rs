@@ -14,8 +14,14 @@
 //!   same run to the same destination sockets: one thread sending the same bytes
 //!   with the same `sendmmsg` batch code and nothing else.
 //! - `fanout_vs_raw`: the ratio (target ≥ 0.5).
+//! - `fanout_copies_per_s_dtls` (with `fanout` 20 and 100): the same with DTLS on
+//!   every link (issue 9): the generator is a pinned DTLS client, the sinks are
+//!   DTLS-subscribed clients that stop reading, and the replicator seals one
+//!   record per copy. Same pacing (from the plain run's raw rate), same window.
+//! - `fanout_dtls_vs_plain`: the ratio at the same fan-out (target ≥ 0.7).
 //!
-//! Targets (issue 5): p99 added latency < 200 µs; fan-out ≥ 50 % of raw sendmmsg.
+//! Targets: p99 added latency < 200 µs; fan-out ≥ 50 % of raw sendmmsg (issue
+//! 5); DTLS fan-out ≥ 70 % of plain at the same fan-out (issue 9).
 //! `IVIP_BENCH_QUICK=1` runs short windows and few samples. Inputs are fixed (a
 //! seeded-free, constant payload; sequence numbers counted up).
 
@@ -26,6 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ivip::daemon::Shutdown;
+use ivip::dtls::identity::{KeyKind, write_new_identity};
+use ivip::dtls::{AddrPattern, BlockingSocket, Identity, Limits, Link, Pin, PinSet};
+use ivip::metrics::Registry;
 use ivip::net::udp::{SendBatch, SocketOptions, bind};
 use ivip::net::{FaultInjector, SockAddr};
 use ivip::replicator::{Replicator, ReplicatorConfig};
@@ -100,7 +109,7 @@ fn set_seq(p: &mut [u8], seq: u32) {
 fn replicator(listen: &str, ruas_ip: &str) -> Replicator {
     let text = format!(
         "listen = {listen:?}\nworkers = 1\nruas_sources = [{ruas_ip:?}]\n\
-         [downstream]\ncapacity = 1000\nallow = [\"127.0.0.0/8\"]\n\
+         [downstream]\ncapacity = 1000\nallow = [\"127.0.0.0/8\"]\nexpiry_ms = 60000\n\
          [dedupe]\nwindow = 65536\n[dtls]\ninsecure_plain_udp = true\n"
     );
     let p = Path::new("bench.toml");
@@ -221,11 +230,97 @@ fn raw_sendmmsg(m: &Mode, dests: &[SockAddr]) -> f64 {
     sent as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// Raw sendmmsg to `k` subscribed sinks, then the copies per second the
-/// replicator's single worker sends to them. The generator is paced at 1.5 times
-/// the input the raw rate could fan out, so the worker's input never runs dry
-/// while the generator takes little CPU from it (two cores, shared).
-fn fanout(m: &Mode, k: usize, port: u16) -> (f64, f64) {
+/// A payload generator on its own thread, paced at `inputs_per_s` while active
+/// (pacing restarts at each activation), idle otherwise.
+struct Generator {
+    active: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Generator {
+    /// `make` runs on the generator's thread and returns its send function (the
+    /// send path's batches are not `Send`).
+    fn spawn<F: FnMut(&[Vec<u8>])>(
+        inputs_per_s: f64,
+        make: impl FnOnce() -> F + Send + 'static,
+    ) -> Generator {
+        let active = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (on, st) = (active.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut send = make();
+            let batch = 16usize;
+            let gap = Duration::from_secs_f64(batch as f64 / inputs_per_s);
+            let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| payload()).collect();
+            let mut seq = 1u32;
+            let limit = Instant::now() + Duration::from_secs(600);
+            while !st.load(Ordering::Relaxed) && Instant::now() < limit {
+                if !on.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                let t0 = Instant::now();
+                let mut n = 0u32;
+                while on.load(Ordering::Relaxed) && !st.load(Ordering::Relaxed) {
+                    for b in bufs.iter_mut() {
+                        set_seq(b, seq);
+                        seq = seq.wrapping_add(1);
+                    }
+                    send(&bufs);
+                    n += 1;
+                    let next = t0 + gap * n;
+                    if let Some(d) = next.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(d);
+                    }
+                }
+            }
+        });
+        Generator {
+            active,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn set(&self, on: bool) {
+        self.active.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies per second the replicator's worker sends while `g` feeds it: warm up,
+/// then count over the window.
+fn measure(m: &Mode, r: &Replicator, g: &Generator) -> f64 {
+    g.set(true);
+    std::thread::sleep(m.window / 4);
+    let (c0, t0) = (sent_total(r), Instant::now());
+    std::thread::sleep(m.window);
+    let (c1, t1) = (sent_total(r), Instant::now());
+    g.set(false);
+    std::thread::sleep(Duration::from_millis(20));
+    (c1 - c0) / (t1 - t0).as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A plain replicator with `k` subscribed sinks and its generator; returns it
+/// with the raw sendmmsg rate to the same sinks (measured first, alone). The
+/// generator is paced at 1.5 times the input the raw rate could fan out, so the
+/// worker's input never runs dry while the generator takes little CPU from it
+/// (two cores, shared).
+fn plain_setup(m: &Mode, k: usize, port: u16) -> (Replicator, Sinks, Generator, f64) {
     let ruas_ip = "127.21.0.100";
     let r = replicator(&format!("127.21.0.1:{port}"), ruas_ip);
     let up = r.local_addr();
@@ -236,51 +331,218 @@ fn fanout(m: &Mode, k: usize, port: u16) -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(5));
     }
     let raw = raw_sendmmsg(m, &sinks.addrs);
-    let inputs_per_s = 1.5 * raw / k as f64;
-    let stop = Arc::new(AtomicBool::new(false));
-    let st = stop.clone();
-    let generator = std::thread::spawn(move || {
-        let sock = bind(
-            SocketAddr::new(ruas_ip.parse().unwrap(), 0),
-            &SocketOptions::default(),
-        )
-        .unwrap();
-        let to = SockAddr::from(up);
-        let batch = 16usize;
-        let gap = Duration::from_secs_f64(batch as f64 / inputs_per_s);
-        let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| payload()).collect();
-        let mut sb = SendBatch::new(batch, FaultInjector::none());
-        let mut seq = 1u32;
-        let t0 = Instant::now();
-        let limit = t0 + Duration::from_secs(60);
-        let mut n = 0u32;
-        while !st.load(Ordering::Relaxed) && Instant::now() < limit {
-            for b in bufs.iter_mut() {
-                set_seq(b, seq);
-                seq = seq.wrapping_add(1);
-            }
+    let sock = bind(
+        SocketAddr::new(ruas_ip.parse().unwrap(), 0),
+        &SocketOptions::default(),
+    )
+    .unwrap();
+    let to = SockAddr::from(up);
+    let g = Generator::spawn(1.5 * raw / k as f64, move || {
+        let mut sb = SendBatch::new(16, FaultInjector::none());
+        move |bufs: &[Vec<u8>]| {
             sb.batch(&sock, |p| {
-                for b in &bufs {
+                for b in bufs {
                     p.push(&to, b);
                 }
             });
-            n += 1;
-            let next = t0 + gap * n;
-            if let Some(d) = next.checked_duration_since(Instant::now()) {
-                std::thread::sleep(d);
-            }
         }
     });
-    // Warm up, then measure the worker's sends over the window.
-    std::thread::sleep(m.window / 4);
-    let (c0, t0) = (sent_total(&r), Instant::now());
-    std::thread::sleep(m.window);
-    let (c1, t1) = (sent_total(&r), Instant::now());
-    stop.store(true, Ordering::SeqCst);
-    generator.join().unwrap();
-    drop(sinks);
-    r.stop().unwrap();
-    ((c1 - c0) / (t1 - t0).as_secs_f64(), raw)
+    (r, sinks, g, raw)
+}
+
+// ---------------------------------------------------------------------------
+// DTLS
+// ---------------------------------------------------------------------------
+
+struct Ids {
+    dir: std::path::PathBuf,
+    replicator: (std::path::PathBuf, std::path::PathBuf, Identity),
+    ruas: Identity,
+    sink: Identity,
+}
+
+fn ids() -> Ids {
+    let dir = std::env::temp_dir().join(format!("ivip-bench-dtls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (k, c) = (dir.join("r.key"), dir.join("r.crt"));
+    let r = write_new_identity(&k, &c, KeyKind::P256, "replicator").unwrap();
+    Ids {
+        replicator: (k, c, r),
+        ruas: Identity::generate(KeyKind::P256, "ruas").unwrap(),
+        sink: Identity::generate(KeyKind::P256, "sink").unwrap(),
+        dir,
+    }
+}
+
+fn replicator_dtls(listen: &str, ruas_ip: &str, ids: &Ids) -> Replicator {
+    let text = format!(
+        "listen = {listen:?}\nworkers = 1\nruas_sources = [{ruas_ip:?}]\n\
+         [downstream]\ncapacity = 1000\nallow = [\"127.0.0.0/8\"]\nexpiry_ms = 60000\n\
+         [dedupe]\nwindow = 65536\n\
+         [dtls]\nkey_file = {:?}\ncert_file = {:?}\n\
+         hello_per_ip_per_s = 10000\nhalf_open_per_ip_max = 256\nhalf_open_max = 256\n\
+         [[dtls.peer]]\nname = \"ruas\"\nfingerprint = \"{}\"\naddress = [{ruas_ip:?}]\n\
+         [[dtls.peer]]\nname = \"sinks\"\nfingerprint = \"{}\"\naddress = [\"127.0.0.0/8\"]\n",
+        ids.replicator.0,
+        ids.replicator.1,
+        ids.ruas.fingerprint(),
+        ids.sink.fingerprint()
+    );
+    let p = Path::new("bench-dtls.toml");
+    let s = ivip::config::parse::<ReplicatorConfig>(p, &text)
+        .and_then(|c| c.check(p))
+        .unwrap();
+    ivip::replicator::start(&s, Shutdown::new()).unwrap()
+}
+
+fn client(id: &Identity, up: &Identity) -> Arc<Link> {
+    let pins = PinSet::new(vec![Pin {
+        name: "replicator".into(),
+        fingerprint: up.fingerprint(),
+        addresses: vec!["127.0.0.0/8".parse::<AddrPattern>().unwrap()],
+    }]);
+    Link::new(id, pins, Limits::default(), &Registry::new(), "bench").unwrap()
+}
+
+/// Subscribe over DTLS (handshake, challenge, accept); returns the cookie.
+fn subscribe_dtls(sock: &mut BlockingSocket, up: SocketAddr, nonce: u64) -> u64 {
+    let sub = |cookie| {
+        Control::Subscribe {
+            role: Role::Replicator,
+            nonce,
+            cookie,
+        }
+        .to_bytes()
+    };
+    sock.send_to(&sub(0), up);
+    let mut cookie = 0;
+    for _ in 0..100 {
+        let (_, b) = sock
+            .recv(Duration::from_secs(2))
+            .expect("no answer to subscribe");
+        match Control::parse(&b) {
+            Ok(Control::Challenge { cookie: c, .. }) => {
+                cookie = c;
+                sock.send_to(&sub(c), up);
+            }
+            Ok(Control::Accept { .. }) => return cookie,
+            _ => {}
+        }
+    }
+    panic!("subscription did not complete");
+}
+
+/// K DTLS-subscribed sockets that never read payloads, kept alive by a thread
+/// that seals their keepalives.
+struct DtlsSinks {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DtlsSinks {
+    fn new(k: usize, up: SocketAddr, ids: &Ids) -> DtlsSinks {
+        let mut socks: Vec<(BlockingSocket, u64)> = (0..k)
+            .map(|i| {
+                let mut s = BlockingSocket::bind(
+                    "127.0.0.1:0".parse().unwrap(),
+                    client(&ids.sink, &ids.replicator.2),
+                )
+                .unwrap();
+                let c = subscribe_dtls(&mut s, up, i as u64 + 1);
+                (s, c)
+            })
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                for (i, (s, cookie)) in socks.iter_mut().enumerate() {
+                    let c = Control::Subscribe {
+                        role: Role::Replicator,
+                        nonce: i as u64 + 1,
+                        cookie: *cookie,
+                    };
+                    s.send_to(&c.to_bytes(), up);
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        });
+        DtlsSinks {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DtlsSinks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Records the link hands over, sent in one sendmmsg by the generator.
+#[derive(Default)]
+struct Collect(Vec<(SockAddr, Vec<u8>)>);
+
+impl ivip::dtls::Wire for Collect {
+    fn transmit(&mut self, to: &SockAddr, bytes: &[u8]) {
+        self.0.push((*to, bytes.to_vec()));
+    }
+}
+
+/// A DTLS replicator with `k` DTLS-subscribed sinks and a DTLS generator (a
+/// pinned client whose association is open before the clock starts), paced as
+/// the plain one.
+fn dtls_setup(
+    k: usize,
+    port: u16,
+    inputs_per_s: f64,
+    ids: &Ids,
+) -> (Replicator, DtlsSinks, Generator) {
+    let ruas_ip = "127.21.0.110";
+    let r = replicator_dtls(&format!("127.21.0.3:{port}"), ruas_ip, ids);
+    let up = r.local_addr();
+    let sinks = DtlsSinks::new(k, up, ids);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.downstream_count() < k {
+        assert!(Instant::now() < deadline, "subscribers did not all join");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut gen_sock = BlockingSocket::bind(
+        SocketAddr::new(ruas_ip.parse().unwrap(), 0),
+        client(&ids.ruas, &ids.replicator.2),
+    )
+    .unwrap();
+    let mut first = payload();
+    set_seq(&mut first, 0);
+    gen_sock.send_to(&first, up);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gen_sock.link().is_established(up) {
+        assert!(Instant::now() < deadline, "the generator's handshake");
+        let _ = gen_sock.recv(Duration::from_millis(10));
+    }
+    let clock = ivip::time::SystemClock::new();
+    let g = Generator::spawn(inputs_per_s, move || {
+        let mut sb = SendBatch::new(16, FaultInjector::none());
+        let mut recs = Collect::default();
+        move |bufs: &[Vec<u8>]| {
+            let now = clock.now();
+            for b in bufs {
+                gen_sock.link().seal(now, up, b, &mut recs);
+            }
+            sb.batch(gen_sock.socket(), |p| {
+                for (to, r) in &recs.0 {
+                    p.push(to, r);
+                }
+            });
+            recs.0.clear();
+        }
+    });
+    (r, sinks, g)
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -377,8 +639,22 @@ fn main() {
         &params,
     );
 
+    // Plain and DTLS fan-out are measured in alternating windows of the same
+    // run (median of `rounds` each), so both see the same machine state.
+    let ids = ids();
+    let rounds = if m.quick { 1 } else { 3 };
     for (k, port) in [(20usize, 45220u16), (100, 45221)] {
-        let (rate, raw) = fanout(&m, k, port);
+        let (rp, sinks, gp, raw) = plain_setup(&m, k, port);
+        let (rd, dsinks, gd) = dtls_setup(k, port + 10, 1.5 * raw / k as f64, &ids);
+        let (mut plain, mut dtls) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            plain.push(measure(&m, &rp, &gp));
+            dtls.push(measure(&m, &rd, &gd));
+        }
+        drop((gp, gd, sinks, dsinks));
+        rp.stop().unwrap();
+        rd.stop().unwrap();
+        let (rate, dtls) = (median(plain), median(dtls));
         let p = [("fanout", k.to_string()), ("payload_bytes", bytes.clone())];
         figure("fanout_copies_per_s", rate, "copies/s", &p);
         figure(
@@ -388,5 +664,8 @@ fn main() {
             &[("dests", k.to_string()), ("payload_bytes", bytes.clone())],
         );
         figure("fanout_vs_raw", rate / raw, "ratio", &p);
+        figure("fanout_copies_per_s_dtls", dtls, "copies/s", &p);
+        figure("fanout_dtls_vs_plain", dtls / rate, "ratio", &p);
     }
+    let _ = std::fs::remove_dir_all(&ids.dir);
 }

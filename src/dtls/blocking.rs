@@ -78,6 +78,11 @@ impl BlockingSocket {
         self.sock.local_addr()
     }
 
+    /// The socket (for callers that batch their own sends of sealed records).
+    pub fn socket(&self) -> &UdpSocket {
+        &self.sock
+    }
+
     /// The link.
     pub fn link(&self) -> &Arc<Link> {
         &self.link
