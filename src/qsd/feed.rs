@@ -131,6 +131,7 @@ struct Metrics {
     dropped: CounterVec,
     verified: Counter,
     repeats: Counter,
+    gaps: Counter,
     sets_applied: Counter,
     resyncs: Counter,
     hash_mismatch: Counter,
@@ -167,6 +168,10 @@ impl Metrics {
             repeats: r.counter(
                 "ivip_qsd_payload_repeats_total",
                 "Payloads already seen (the other feed's copy).",
+            ),
+            gaps: r.counter(
+                "ivip_qsd_payload_gaps_total",
+                "Payload sequence numbers missing on arrival (lost on every feed).",
             ),
             sets_applied: r.counter("ivip_qsd_sets_applied_total", "Command sets applied."),
             resyncs: r.counter(
@@ -463,6 +468,7 @@ impl FeedCore {
         sync(&self.m.snapshots_loaded, st.snapshots_loaded);
         sync(&self.m.snapshots_refused, st.snapshots_refused);
         sync(&self.m.repeats, st.repeats);
+        sync(&self.m.gaps, st.gaps);
         let ns = self.notifier.stats();
         sync(&self.m.notify_sent, ns.sent);
         sync(&self.m.notify_resent, ns.resent);

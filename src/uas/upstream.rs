@@ -1,15 +1,20 @@
 //! A small blocking HTTP/1.1 client for talking to the parent (another UAS or the
-//! RUAS): keep-alive connections in a bounded pool, `Content-Length` and chunked
-//! bodies, timeouts on every step.
+//! RUAS): `Content-Length` and chunked bodies, timeouts on every step, signed
+//! answers checked by the caller.
 //!
-//! Not `ivip::http::client`, which opens one connection per request: forwarding is
-//! on the whole path's latency (UAS acceptance to QSD application), so the link to
-//! the parent keeps connections alive. Not a general HTTP client: `http://` only (answers are signed, spec:
-//! uas-api.md §6; put TLS in front where the path is untrusted), no redirects, no
-//! proxies. One request on a reused connection that fails before any answer byte
-//! arrived is retried once on a fresh connection (the server may have closed an idle
-//! keep-alive connection); that is safe for SUMUCs because the RUAS answers a
-//! repeated request id with its first outcome (sumuc.md §2).
+//! One request per connection (`Connection: close`). Keep-alive would save a
+//! loopback handshake, but tiny_http 0.12 serves each connection on a pooled thread
+//! for as long as the connection lives and, in a burst of new connections, queues
+//! some behind threads that are blocked on idle kept-alive ones: those requests then
+//! wait until another connection closes (measured in `ivip testnet`: 5 s stalls at
+//! the parent time-out, and whole-run stalls in `cargo bench --bench ruas`). With a
+//! connection per request every server task is short and none waits long.
+//!
+//! Not a general HTTP client: `http://` only (answers are signed, spec: uas-api.md
+//! §6; put TLS in front where the path is untrusted), no redirects, no proxies. A
+//! request whose connection fails before any answer byte arrived is retried once on
+//! a fresh connection; that is safe for SUMUCs because the RUAS answers a repeated
+//! request id with its first outcome (sumuc.md §2).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -187,7 +192,7 @@ impl HttpClient {
         );
         let io = |e| (UpstreamError::Io(to.clone(), e), false);
         let mut head = format!(
-            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
+            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.base_path,
             self.authority,
             body.len()
@@ -247,7 +252,9 @@ impl HttpClient {
         let chunked =
             find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let mut body = Vec::new();
-        let mut reusable = !close;
+        // One request per connection (see the module doc): never pooled.
+        let _ = close;
+        let mut reusable = false;
         if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
         } else if chunked {
             loop {
