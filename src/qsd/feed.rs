@@ -369,6 +369,9 @@ impl FeedCore {
     }
 
     fn handle_events(&mut self, now: Instant) {
+        // Replies sent before these changes were applied must be watched first: a
+        // querier that was answered, then changed its mapping, must hear of it.
+        self.drain_notifier_queue(now);
         for ev in self.stream.take_events() {
             match ev {
                 Event::FetchPayloads {
@@ -449,7 +452,7 @@ impl FeedCore {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    fn drain_notifier_queue(&mut self, now: Instant) {
         for _ in 0..NOTIFIER_DRAIN_MAX {
             match self.parts.notifier_rx.try_recv() {
                 Ok(NotifierMsg::Told(t)) => self.notifier.remember(now, t),
@@ -459,6 +462,10 @@ impl FeedCore {
                 Err(_) => break,
             }
         }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.drain_notifier_queue(now);
         self.notifier.poll(now, &mut self.notify_out);
         self.send_notifications();
         let st = self.stream.stats();
