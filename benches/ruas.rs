@@ -21,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ivip::daemon::Shutdown;
-use ivip::http::Client;
 use ivip::ruas::RuasConfig;
 use ivip::sign::KeyPair;
 use ivip_wire::payload::{Payload, RecordView};
@@ -131,22 +130,30 @@ fn sumuc(key: &KeyPair, i: u64) -> Vec<u8> {
     b
 }
 
-fn client() -> Client {
-    Client {
-        connect_timeout: Duration::from_secs(2),
-        total_timeout: Duration::from_secs(30),
-        body_max: 1 << 20,
-    }
-}
-
 fn post(http: SocketAddr, body: &[u8]) -> Option<u64> {
-    let r = client()
-        .post(
-            &format!("http://{http}/v1/sumuc"),
-            "application/octet-stream",
+    thread_local! {
+        // Keep-alive, as a UAS talks to its parent (ivip::uas::upstream).
+        static CLIENTS: std::cell::RefCell<HashMap<SocketAddr, ivip::uas::upstream::HttpClient>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let t = Instant::now();
+    let r = CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        let cl = c.entry(http).or_insert_with(|| {
+            ivip::uas::upstream::HttpClient::new(&format!("http://{http}"), Duration::from_secs(30))
+                .unwrap()
+        });
+        cl.request(
+            "POST",
+            "/v1/sumuc",
+            &[("Content-Type", "application/octet-stream")],
             body,
         )
-        .ok()?;
+    });
+    if t.elapsed() > Duration::from_secs(1) {
+        eprintln!("a SUMUC took {:?}", t.elapsed());
+    }
+    let r = r.ok()?;
     if r.status != 200 {
         return None;
     }
