@@ -8,6 +8,8 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use ivip::client::{Answer, QueryClient};
+use ivip::dtls::{AddrPattern, BlockingSocket, Identity, Limits, Link, Pin, PinSet};
+use ivip::metrics::Registry;
 use ivip::sign::KeyPair;
 use ivip::testnet::{self, Knobs, Options, Shape, Testnet, net, plan, workload::Workload};
 use ivip_wire::payload::{PayloadRepr, Record};
@@ -257,9 +259,51 @@ fn a_forged_payload_is_replicated_but_applied_by_no_qsd() {
     let n = bytes.len() - 64;
     p.signature = KeyPair::generate().sign(&bytes[..n]);
     bytes[n..].copy_from_slice(&p.signature);
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // As plain UDP the forgery does not even get in: the level-0 replicators'
+    // DTLS layer drops it (issue 9).
+    let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for l0 in net.replicator_addrs(0) {
-        sock.send_to(&bytes, l0).unwrap();
+        plain.send_to(&bytes, l0).unwrap();
+    }
+    let l0s = net.plan.replicators[0].len();
+    let end = Instant::now() + Duration::from_secs(10);
+    while (0..l0s).any(|i| {
+        net.replicator(0, i)
+            .and_then(|r| r.link())
+            .and_then(|l| l.metrics().dropped.with("plain_udp").map(|c| c.get()))
+            .unwrap_or(0)
+            == 0
+    }) {
+        assert!(Instant::now() < end, "plain UDP was not dropped at level 0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Over DTLS with a pinned link identity (RUAS 1's, as a compromised or buggy
+    // RUAS would hold) it is replicated, and the signature is what stops it.
+    let (k, c) = net.plan.ruases[0].dtls.clone().expect("a DTLS testnet");
+    let id = Identity::load(&k, &c).unwrap();
+    let pins = PinSet::new(
+        net.plan.replicators[0]
+            .iter()
+            .map(|r| Pin {
+                name: format!("l0 {}", r.addr),
+                fingerprint: r.fingerprint.unwrap(),
+                addresses: vec![AddrPattern::Exact(r.addr)],
+            })
+            .collect(),
+    );
+    let link = Link::new(&id, pins, Limits::default(), &Registry::new(), "forger").unwrap();
+    let mut sock = BlockingSocket::bind("127.0.0.1:0".parse().unwrap(), link).unwrap();
+    for l0 in net.replicator_addrs(0) {
+        sock.send_to(&bytes, l0);
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while !net
+        .replicator_addrs(0)
+        .iter()
+        .all(|a| sock.link().is_established(*a))
+    {
+        assert!(Instant::now() < end, "the forger's DTLS handshakes");
+        let _ = sock.recv(Duration::from_millis(20));
     }
     // Replicated: every QSD saw it, and dropped it for its signature.
     let end = Instant::now() + Duration::from_secs(10);

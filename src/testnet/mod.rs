@@ -242,6 +242,7 @@ pub fn cli(args: Vec<std::ffi::OsString>) -> Result<bool, String> {
                 o.knobs.batch_window_ms = num(val(&mut p)?, "--batch-window-ms")? as u64
             }
             Long("kill-replicator") => o.kill_replicator = true,
+            Long("insecure-plain-udp") => o.knobs.insecure_plain_udp = true,
             Long("qsds") => o.shape.qsds = (num(val(&mut p)?, "--qsds")? as usize).max(1),
             Long("changes") => o.changes_max = num(val(&mut p)?, "--changes")? as u64,
             Long("seed") => o.seed = num(val(&mut p)?, "--seed")? as u64,
@@ -265,12 +266,17 @@ pub fn cli(args: Vec<std::ffi::OsString>) -> Result<bool, String> {
     });
     let keep = o.dir.is_some();
     let header = format!(
-        "ivip testnet: {} QSDs, {:.0} s at {} changes/s, loss {}%, batch window {} ms{}",
+        "ivip testnet: {} QSDs, {:.0} s at {} changes/s, loss {}%, batch window {} ms, {}{}",
         o.shape.qsds,
         o.duration.as_secs_f64(),
         o.rate,
         o.knobs.loss_percent,
         o.knobs.batch_window_ms,
+        if o.knobs.insecure_plain_udp {
+            "plain UDP (insecure)"
+        } else {
+            "DTLS"
+        },
         if o.kill_replicator {
             ", a level-1 replicator killed"
         } else {
@@ -299,19 +305,22 @@ pub fn cli(args: Vec<std::ffi::OsString>) -> Result<bool, String> {
 const HELP: &str = "\
 usage: ivip testnet [--duration S] [--rate N] [--loss PCT] [--batch-window-ms MS]
                     [--kill-replicator] [--qsds N] [--changes N] [--seed N]
-                    [--dir DIR] [--json]
+                    [--insecure-plain-udp] [--dir DIR] [--json]
 
 Runs a whole fast-push mapping system on loopback: 2 RUASes (IPv4 and IPv6
 MABs), a UAS tree for each, 4 level-0 replicators in a full mesh, two further
 levels, 20 QSDs, 2 MPSes and a QSC; drives end-user changes through the UAS API
 and reports propagation latency, payloads lost and recovered, and whether every
 QSD converged on the RUAS masters. Ctrl-C stops the workload and prints the table.
+Every FMS link is DTLS with pinned keys, and snapshots and MPS fetches are HTTPS,
+as in a deployment (spec/dtls.md).
 
   --duration S          workload length (default 20)
   --rate N              changes per second (default 100)
   --loss PCT            drop PCT% of datagrams on every link, in the send path
   --batch-window-ms MS  RUAS batch window (default 0)
   --kill-replicator     kill a level-1 replicator a third of the way in
+  --insecure-plain-udp  plain UDP and HTTP instead of DTLS and HTTPS
   --qsds N              number of QSDs (default 20)
   --dir DIR             keep keys, configs, data and latency.svg in DIR
   --json                end with one JSON line of the figures

@@ -327,6 +327,11 @@ impl Testnet {
         self.plan.qsc.1
     }
 
+    /// A running replicator.
+    pub fn replicator(&self, level: usize, i: usize) -> Option<&crate::replicator::Replicator> {
+        self.replicators.get(level)?.get(i)?.as_ref()
+    }
+
     /// The addresses of one replicator level.
     pub fn replicator_addrs(&self, level: usize) -> Vec<SocketAddr> {
         self.plan

@@ -5,6 +5,12 @@
 //! through the same `load` function `ivip ROLE --config FILE` uses, so the testnet
 //! exercises the real start-up path. Ports are chosen free on 127.0.0.1 when the
 //! plan is made.
+//!
+//! Links are DTLS by default (issue 9): every daemon gets an identity made as
+//! `ivip keygen` makes one, and pins every other node's key at its UDP address
+//! (RUASes, whose UDP port is chosen at start, by IP); snapshots and MPS payloads
+//! go over HTTPS with the same pins. `Knobs::insecure_plain_udp` runs the old
+//! plain network instead.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -12,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use ivip_wire::Mab;
 
+use crate::dtls::Fingerprint;
+use crate::dtls::identity::{preferred_kind, write_new_identity};
 use crate::range::UnitRange;
 use crate::sign::KeyPair;
 
@@ -90,6 +98,8 @@ pub struct Knobs {
     pub heartbeat_ms: u64,
     /// RUAS snapshot interval.
     pub snapshot_interval_s: u64,
+    /// Plain UDP and HTTP instead of DTLS and HTTPS.
+    pub insecure_plain_udp: bool,
 }
 
 impl Default for Knobs {
@@ -100,6 +110,7 @@ impl Default for Knobs {
             silence_ms: 600,
             heartbeat_ms: 200,
             snapshot_interval_s: 10,
+            insecure_plain_udp: false,
         }
     }
 }
@@ -136,6 +147,8 @@ pub struct RuasPlan {
     pub middle: (PathBuf, SocketAddr),
     /// The leaf UAS's config and address (users talk to it).
     pub leaf: (PathBuf, SocketAddr),
+    /// Its DTLS identity (key and certificate files), unless plain.
+    pub dtls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A replicator.
@@ -147,6 +160,8 @@ pub struct ReplicatorPlan {
     pub config: PathBuf,
     /// Its address.
     pub addr: SocketAddr,
+    /// Its DTLS key's fingerprint, unless plain.
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// The whole plan.
@@ -225,6 +240,68 @@ fn write(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::write(path, text)
 }
 
+/// A node's DTLS identity and where peers pin it.
+struct Node {
+    name: String,
+    fingerprint: Fingerprint,
+    /// `ip:port`, or an IP for a node whose port is chosen at start.
+    pin_at: String,
+}
+
+/// Identities of every node, and the `[dtls]` section each config gets.
+struct Dtls {
+    plain: bool,
+    dir: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl Dtls {
+    /// Make `name`'s identity, pinned at `pin_at` by the others.
+    fn node(&mut self, name: &str, pin_at: String) -> std::io::Result<Option<Fingerprint>> {
+        if self.plain {
+            return Ok(None);
+        }
+        let (k, c) = self.files(name);
+        let id = write_new_identity(&k, &c, preferred_kind(), name)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.nodes.push(Node {
+            name: name.to_string(),
+            fingerprint: id.fingerprint(),
+            pin_at,
+        });
+        Ok(Some(id.fingerprint()))
+    }
+
+    fn files(&self, name: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{name}-dtls.key")),
+            self.dir.join(format!("{name}-dtls.crt")),
+        )
+    }
+
+    /// `[dtls]` for `name`: its identity and a pin for every other node.
+    fn section(&self, name: &str) -> String {
+        if self.plain {
+            return "[dtls]\ninsecure_plain_udp = true\n".into();
+        }
+        let mut t =
+            format!("[dtls]\nkey_file = \"{name}-dtls.key\"\ncert_file = \"{name}-dtls.crt\"\n");
+        for n in self.nodes.iter().filter(|n| n.name != name) {
+            let _ = writeln!(
+                t,
+                "[[dtls.peer]]\nname = \"{}\"\nfingerprint = \"{}\"\naddress = [\"{}\"]",
+                n.name, n.fingerprint, n.pin_at
+            );
+        }
+        t
+    }
+
+    /// `https` or `http`.
+    fn scheme(&self) -> &'static str {
+        if self.plain { "http" } else { "https" }
+    }
+}
+
 fn key_file(dir: &Path, name: &str) -> std::io::Result<KeyPair> {
     let k = KeyPair::generate();
     crate::keyfile::write_new(&dir.join(format!("{name}.key")), &k)
@@ -239,6 +316,13 @@ fn key_file(dir: &Path, name: &str) -> std::io::Result<KeyPair> {
 pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
     std::fs::create_dir_all(dir)?;
     let mut ports = Reserved::default();
+    let mut dtls = Dtls {
+        plain: knobs.insecure_plain_udp,
+        dir: dir.to_path_buf(),
+        nodes: Vec::new(),
+    };
+    // Configs are written once every node's identity exists (each pins the rest).
+    let mut configs: Vec<(PathBuf, String, String)> = Vec::new();
     let fault = |seed: u64| {
         format!(
             "[fault]\nloss_percent = {}\nseed = {seed}\n",
@@ -287,12 +371,15 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
                 "[downstream]\ncapacity = 200\nallow = [\"127.0.0.0/8\"]\n[dedupe]\nwindow = 65536"
             );
             t.push_str(&fault(100 * lvl as u64 + i as u64 + 1));
-            let config = dir.join(format!("replicator-{lvl}-{i}.toml"));
-            write(&config, &t)?;
+            let name = format!("replicator-{lvl}-{i}");
+            let config = dir.join(format!("{name}.toml"));
+            let fingerprint = dtls.node(&name, a.to_string())?;
+            configs.push((config.clone(), t, name));
             plans.push(ReplicatorPlan {
                 level: lvl,
                 config,
                 addr: *a,
+                fingerprint,
             });
         }
         replicators.push(plans);
@@ -329,13 +416,25 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
 
     // RUASes, their UAS trees and users.
     let mut ruases = Vec::new();
+    let mut snapshot_urls = Vec::new();
     let mut users = Vec::new();
     for (r, mabs) in layout.into_iter().enumerate() {
         let name = format!("ruas-{r}");
         let key = key_file(dir, &name)?;
+        // The RUAS's UDP port is chosen when it starts (and again after a
+        // restart): its peers pin it by address.
+        let ruas_dtls = dtls
+            .node(&name, "127.0.0.1".into())?
+            .map(|_| dtls.files(&name));
         let middle_key = key_file(dir, &format!("uas-middle-{r}"))?;
         let leaf_key = key_file(dir, &format!("uas-leaf-{r}"))?;
         let http = ports.tcp()?;
+        let https_addr = if dtls.plain { None } else { Some(ports.tcp()?) };
+        let https = https_addr.map_or(String::new(), |a| format!("https_listen = \"{a}\"\n"));
+        snapshot_urls.push(match https_addr {
+            Some(a) => format!("https://{a}"),
+            None => format!("http://{http}"),
+        });
         let middle_addr = ports.tcp()?;
         let leaf_addr = ports.tcp()?;
         let mut user_ranges = Vec::new();
@@ -377,11 +476,11 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
             .collect();
         let leaf_ranges: Vec<String> = user_ranges.iter().map(|u| format!("\"{u}\"")).collect();
         let config = dir.join(format!("{name}.toml"));
-        write(
-            &config,
-            &format!(
+        configs.push((
+            config.clone(),
+            format!(
                 "ruas_id = {}\nkey_file = \"{name}.key\"\ndata_dir = \"{name}-data\"\nhttp_listen = \"{http}\"\n\
-                 udp_bind = \"127.0.0.1:0\"\nreplicators = [{}]\nmabs = [{mab_list}]\nbatch_window_ms = {}\n\
+                 {https}udp_bind = \"127.0.0.1:0\"\nreplicators = [{}]\nmabs = [{mab_list}]\nbatch_window_ms = {}\n\
                  heartbeat_ms = {}\nsnapshot_interval_s = {}\nhttp_threads = 16\n{}\
                  [[uas]]\nname = \"uas-middle-{r}\"\npublic_key = \"{}\"\nranges = [{}]\n",
                 r + 1,
@@ -393,7 +492,8 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
                 hex(&middle_key),
                 whole.join(", ")
             ),
-        )?;
+            name.clone(),
+        ));
         let middle_cfg = dir.join(format!("uas-middle-{r}.toml"));
         write(
             &middle_cfg,
@@ -433,6 +533,7 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
             mabs,
             middle: (middle_cfg, middle_addr),
             leaf: (leaf_cfg, leaf_addr),
+            dtls: ruas_dtls,
         });
     }
 
@@ -447,26 +548,32 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
             .join(", ");
         let _ = writeln!(
             d,
-            "[[ruas]]\nid = {}\npublic_key = \"{}\"\nsnapshot_urls = [\"http://{}\"]\nmabs = [{mabs}]",
+            "[[ruas]]\nid = {}\npublic_key = \"{}\"\nsnapshot_urls = [\"{}\"]\nmabs = [{mabs}]",
             r.id,
             hex(&r.key),
-            r.http
+            snapshot_urls[(r.id - 1) as usize]
         );
     }
     write(&dir.join("directory.toml"), &d)?;
 
     // MPSes: fed from the second-to-last level, peers of each other.
+    // Peers and QSDs fetch over HTTPS when the links are DTLS.
     let mut mps_addrs = Vec::new();
     for _ in 0..shape.mpses {
-        mps_addrs.push((ports.udp()?, ports.tcp()?));
+        let (udp, http) = (ports.udp()?, ports.tcp()?);
+        let served = if dtls.plain { http } else { ports.tcp()? };
+        mps_addrs.push((udp, http, served));
     }
     let mut mpses = Vec::new();
-    for (i, (udp, http)) in mps_addrs.iter().enumerate() {
+    for (i, (udp, http, served)) in mps_addrs.iter().enumerate() {
         let mut t = format!("listen = \"{udp}\"\nhttp = \"{http}\"\n");
+        if !dtls.plain {
+            let _ = writeln!(t, "https = \"{served}\"");
+        }
         let peers: Vec<String> = mps_addrs
             .iter()
             .filter(|p| p.1 != *http)
-            .map(|p| format!("\"http://{}\"", p.1))
+            .map(|p| format!("\"{}://{}\"", dtls.scheme(), p.2))
             .collect();
         let _ = writeln!(t, "peers = [{}]", peers.join(", "));
         for r in &ruases {
@@ -486,13 +593,15 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
             t,
             "[fill]\ngrace_ms = 50\nretry_ms = 200\ngive_up_s = 60\ntimeout_ms = 1000"
         );
-        let config = dir.join(format!("mps-{i}.toml"));
-        write(&config, &t)?;
+        let name = format!("mps-{i}");
+        let config = dir.join(format!("{name}.toml"));
+        dtls.node(&name, udp.to_string())?;
+        configs.push((config.clone(), t, name));
         mpses.push((config, *http));
     }
     let mps_urls: Vec<String> = mps_addrs
         .iter()
-        .map(|p| format!("\"http://{}\"", p.1))
+        .map(|p| format!("\"{}://{}\"", dtls.scheme(), p.2))
         .collect();
 
     // QSDs: two feeds from the last level, the rest of it as alternatives.
@@ -509,9 +618,14 @@ pub fn make(dir: &Path, shape: &Shape, knobs: &Knobs) -> std::io::Result<Plan> {
         feeds(&mut t, &last, i);
         t.push_str(&timing);
         t.push_str(&fault(5000 + i as u64));
-        let config = dir.join(format!("qsd-{i}.toml"));
-        write(&config, &t)?;
+        let name = format!("qsd-{i}");
+        let config = dir.join(format!("{name}.toml"));
+        dtls.node(&name, f.to_string())?;
+        configs.push((config.clone(), t, name));
         qsds.push((config, q, a));
+    }
+    for (config, text, name) in &configs {
+        write(config, &format!("{text}{}", dtls.section(name)))?;
     }
 
     // A QSC in front of the first two QSDs.
