@@ -284,8 +284,12 @@ impl Dtls {
         if self.plain {
             return "[dtls]\ninsecure_plain_udp = true\n".into();
         }
-        let mut t =
-            format!("[dtls]\nkey_file = \"{name}-dtls.key\"\ncert_file = \"{name}-dtls.crt\"\n");
+        // Every node shares 127.0.0.1, so the per-IP handshake limits (sized for
+        // one node per address) are raised to the totals.
+        let mut t = format!(
+            "[dtls]\nkey_file = \"{name}-dtls.key\"\ncert_file = \"{name}-dtls.crt\"\n\
+             half_open_per_ip_max = 64\nhello_per_ip_per_s = 2000\n"
+        );
         for n in self.nodes.iter().filter(|n| n.name != name) {
             let _ = writeln!(
                 t,
