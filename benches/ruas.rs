@@ -14,6 +14,10 @@
 //! receiver share its two cores. `IVIP_BENCH_QUICK=1` runs short phases.
 //! Inputs are seeded (request ids and ranges are counters).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{figure, quick};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,19 +30,6 @@ use ivip::sign::KeyPair;
 use ivip_wire::payload::{Payload, RecordView};
 use ivip_wire::sumuc::Sumuc;
 use ivip_wire::{Command, Etr};
-
-fn quick() -> bool {
-    std::env::var_os("IVIP_BENCH_QUICK").is_some_and(|v| v != "0")
-}
-
-fn figure(name: &str, value: f64, unit: &str, params: &[(&str, String)]) {
-    let mut s = format!("{{\"figure\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\"");
-    for (k, v) in params {
-        s.push_str(&format!(", \"{k}\": {v}"));
-    }
-    s.push('}');
-    println!("{s}");
-}
 
 struct Bench {
     dir: std::path::PathBuf,
