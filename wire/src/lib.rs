@@ -31,6 +31,7 @@ pub mod command;
 mod error;
 pub mod frame;
 pub mod hex;
+pub mod history;
 pub mod ints;
 pub mod payload;
 pub mod query;
