@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod delegation;
+pub mod history;
 pub mod keyfile;
 pub mod notify;
 pub mod qsc;

@@ -1099,8 +1099,14 @@ pub const SEGMENT_SUMMARY_LEN: usize = 32;
 pub const FENCE_LEN: usize = 16;
 /// Number of range length classes (§4.2).
 pub const RANGE_CLASSES: u8 = 16;
-/// The class of marker entries (§4.2).
-pub const CLASS_MARKER: u8 = 255;
+/// Class of [`EntryKind::BaselineStart`] markers (§4.2).
+pub const CLASS_BASELINE_START: u8 = 251;
+/// Class of [`EntryKind::Snapshot`] markers.
+pub const CLASS_SNAPSHOT: u8 = 252;
+/// Class of [`EntryKind::Gap`] markers.
+pub const CLASS_GAP: u8 = 253;
+/// Class of [`EntryKind::NoEffect`] markers.
+pub const CLASS_NO_EFFECT: u8 = 254;
 
 /// What an index entry points at (§4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1153,12 +1159,26 @@ impl EntryKind {
     }
 
     /// `true` for the kinds that index a range (classes 0..16); the others are
-    /// markers (class 255) over the whole MAB.
+    /// markers of the whole MAB, filed by time (§4.2).
     pub const fn is_range(self) -> bool {
         matches!(
             self,
             EntryKind::ChangeMapped | EntryKind::ChangeUnassigned | EntryKind::Baseline
         )
+    }
+
+    /// The class an entry of this kind and `len` units is filed under: the
+    /// length class for ranges, the kind's marker class otherwise.
+    pub const fn class(self, len: u64) -> u8 {
+        match self {
+            EntryKind::ChangeMapped | EntryKind::ChangeUnassigned | EntryKind::Baseline => {
+                length_class(len)
+            }
+            EntryKind::BaselineStart => CLASS_BASELINE_START,
+            EntryKind::Snapshot => CLASS_SNAPSHOT,
+            EntryKind::Gap => CLASS_GAP,
+            EntryKind::NoEffect => CLASS_NO_EFFECT,
+        }
     }
 
     /// A short lowercase name.
@@ -1202,13 +1222,13 @@ pub const fn class_window_start(class: u8, unit: u64) -> u64 {
 pub struct IndexEntryBytes {
     /// Index into the file's MAB table.
     pub mab: U16,
-    /// Length class, or [`CLASS_MARKER`].
+    /// Length class, or the kind's marker class.
     pub class: u8,
     /// [`EntryKind`] code.
     pub kind: u8,
-    /// First unit (the MAB's start for markers).
+    /// First unit; for markers, the time again (so markers sort by time).
     pub start: U64,
-    /// Length in units (the MAB's length for markers).
+    /// Length in units; 1 for markers.
     pub len: U64,
     /// Time: the payload's timestamp, a baseline's creation time, or a gap's
     /// recording time; µs since the Unix epoch.
@@ -1226,13 +1246,13 @@ const _: () = assert!(size_of::<IndexEntryBytes>() == ENTRY_LEN);
 pub struct IndexEntry {
     /// Index into the MAB table.
     pub mab: u16,
-    /// Length class, or [`CLASS_MARKER`].
+    /// Length class, or the kind's marker class.
     pub class: u8,
     /// What it points at.
     pub kind: EntryKind,
-    /// First unit.
+    /// First unit; for markers, the time.
     pub start: u64,
-    /// Length in units.
+    /// Length in units; 1 for markers.
     pub len: u64,
     /// Time, µs since the Unix epoch.
     pub time_us: u64,
@@ -1259,15 +1279,10 @@ impl IndexEntry {
         if usize::from(self.mab) >= mab_count {
             return Err(WireError::CountOverrun);
         }
-        if self.len == 0 {
+        if self.len == 0 || (!self.kind.is_range() && self.len != 1) {
             return Err(WireError::BadRange);
         }
-        let want = if self.kind.is_range() {
-            length_class(self.len)
-        } else {
-            CLASS_MARKER
-        };
-        if self.class != want {
+        if self.class != self.kind.class(self.len) {
             return Err(WireError::LengthMismatch);
         }
         Ok(())
@@ -1512,22 +1527,22 @@ pub struct Fence {
 pub struct MabEntry {
     /// The MAB.
     pub mab: Mab,
-    /// Bit `c` (0..16) set when the file has entries of class `c` for this MAB;
-    /// bit 16 when it has markers. Other bits zero.
+    /// The [`class_bit`]s of the classes this file has entries of for this MAB.
     pub classes: u32,
 }
 
-/// Bit of [`MabEntry::classes`] for marker entries.
-pub const CLASSES_MARKER_BIT: u32 = 1 << 16;
-
-/// The [`MabEntry::classes`] bit of a class.
+/// The [`MabEntry::classes`] bit of a class: bits 0..16 for the length classes,
+/// bits 16..20 for the marker classes 251..=254; 0 for any other value.
 pub const fn class_bit(class: u8) -> u32 {
-    if class == CLASS_MARKER {
-        CLASSES_MARKER_BIT
-    } else {
-        1 << (class & 15)
+    match class {
+        0..RANGE_CLASSES => 1 << class,
+        CLASS_BASELINE_START..=CLASS_NO_EFFECT => 1 << (16 + (class - CLASS_BASELINE_START)),
+        _ => 0,
     }
 }
+
+/// Bits of [`MabEntry::classes`] that may be set.
+pub const CLASSES_MASK: u32 = (1 << 20) - 1;
 
 /// The meta section (§4.1): MAB table, segment table, block fences.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1572,7 +1587,7 @@ impl IndexMeta {
         for _ in 0..h.mab_count {
             let e = r.take(MAB_ENTRY_LEN)?;
             let classes = be32(&e[12..]);
-            if e[MAB_LEN..12].iter().any(|&x| x != 0) || classes >> 17 != 0 {
+            if e[MAB_LEN..12].iter().any(|&x| x != 0) || classes & !CLASSES_MASK != 0 {
                 return Err(WireError::ReservedNonZero);
             }
             let m = Mab::read(e)?;
