@@ -594,8 +594,7 @@ impl RangeSource for IndexRun {
         let first = fences
             .partition_point(|f| (f.mab, f.class, f.start) < lo_key)
             .saturating_sub(1);
-        for i in first..fences.len() {
-            let f = fences[i];
+        for (i, f) in fences.iter().enumerate().skip(first) {
             if (f.mab, f.class, f.start) > hi_key {
                 break;
             }

@@ -18,8 +18,10 @@
 
 pub mod error;
 pub mod index;
+pub mod query;
 pub mod segment;
 pub mod store;
+pub mod workload;
 
 pub use error::StoreError;
 pub use store::{Retention, Store, StoreConfig, StoreReader};

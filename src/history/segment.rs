@@ -255,7 +255,7 @@ fn frame_at(b: &[u8]) -> Option<(HistoryRecord, usize)> {
         return None;
     }
     let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
-    if len < 2 || len > FRAME_BODY_MAX || len > b.len() - FRAME_HEADER_LEN {
+    if !(2..=FRAME_BODY_MAX).contains(&len) || len > b.len() - FRAME_HEADER_LEN {
         return None;
     }
     let kind = b[FRAME_HEADER_LEN];

@@ -593,11 +593,15 @@ impl StoreReader {
         &self.shared.dir
     }
 
-    /// Run `f` on the active index while holding the read lock, and return its
-    /// result with the sealed index files of the same instant.
-    pub fn view<R>(&self, f: impl FnOnce(&ActiveIndex) -> R) -> (R, Vec<Arc<IndexRun>>) {
+    /// Run `f` on the active index (and the list of sealed index files) while
+    /// holding the read lock, and return its result with the sealed index files
+    /// of the same instant. `f` must not do I/O: the writer waits for it.
+    pub fn view<R>(
+        &self,
+        f: impl FnOnce(&ActiveIndex, &[Arc<IndexRun>]) -> R,
+    ) -> (R, Vec<Arc<IndexRun>>) {
         let st = self.shared.state.read();
-        let r = f(&st.active);
+        let r = f(&st.active, &st.runs);
         (r, st.runs.clone())
     }
 
@@ -744,7 +748,7 @@ mod tests {
                 }
             }
             assert!(
-                s.reader().view(|_| ()).1.len() >= 2,
+                s.reader().view(|_, _| ()).1.len() >= 2,
                 "sealed several segments"
             );
         }
@@ -770,7 +774,7 @@ mod tests {
             s.commit().unwrap();
             s.append(&gap(999)).unwrap();
             // Not committed: a reader does not see it in the index.
-            let (n, _) = s.reader().view(|a| a.frames());
+            let (n, _) = s.reader().view(|a, _| a.frames());
             assert!(n < 200);
         }
         let runs = index::list_runs(&d).unwrap();
