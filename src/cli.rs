@@ -10,7 +10,8 @@ pub(crate) const USAGE: &str = "\
 usage: ivip <command> [options]
 
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
-  (roles are added here as they are implemented)
+  replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
+  mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
 
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
@@ -43,13 +44,15 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         "keygen" => keygen(args),
+        "ruas" => ruas(args),
         "query" => query(args),
+        "replicator" => replicator(args),
+        "mps" => mps(args),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
     }
 }
 
 /// `--config FILE`, the only option most daemons take.
-#[allow(dead_code)] // the daemon arms use it as they land
 pub(crate) fn config_path(args: Vec<OsString>) -> Result<PathBuf, Failed> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
@@ -61,6 +64,31 @@ pub(crate) fn config_path(args: Vec<OsString>) -> Result<PathBuf, Failed> {
         }
     }
     path.ok_or_else(|| Failed::Usage("--config FILE is required".into()))
+}
+
+fn replicator(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let settings = ivip::replicator::ReplicatorConfig::load(&path)
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::replicator::run(&settings, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ruas(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let cfg = ivip::ruas::RuasConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::ruas::run(&cfg, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mps(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let settings = ivip::mps::MpsConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::mps::run(&settings, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn keygen(args: Vec<OsString>) -> Result<ExitCode, Failed> {

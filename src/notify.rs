@@ -245,8 +245,8 @@ impl Notifier {
             let Some(w) = self.watches.get(&key).copied() else {
                 continue;
             };
-            self.forget(&key);
             if w.expires <= now {
+                self.forget(&key);
                 continue;
             }
             let remaining_s = u32::try_from(w.expires.saturating_since(now).as_us() / 1_000_000)

@@ -24,15 +24,6 @@ pub struct UasEntry {
     pub ranges: Vec<UnitRange>,
 }
 
-/// Fault injection for tests (`ivip testnet --loss`): never set in production.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSection {
-    /// Percentage of outgoing payload datagrams dropped in the send path.
-    #[serde(default)]
-    pub loss_percent: f64,
-}
-
 fn default_batch_window_ms() -> u64 {
     100
 }
@@ -96,9 +87,9 @@ pub struct RuasConfig {
     /// A new WAL segment after this many bytes.
     #[serde(default = "default_segment_bytes")]
     pub wal_segment_bytes: u64,
-    /// Test-only fault injection.
+    /// Test-only fault injection in the send path (`ivip testnet --loss`).
     #[serde(default)]
-    pub fault: FaultSection,
+    pub fault: crate::net::FaultConfig,
 }
 
 fn default_udp_bind() -> SocketAddr {
@@ -184,8 +175,8 @@ impl RuasConfig {
         if self.snapshot_interval_s == 0 {
             return bad("snapshot_interval_s", "must be above 0".into());
         }
-        if !(0.0..=100.0).contains(&self.fault.loss_percent) {
-            return bad("fault.loss_percent", "must be between 0 and 100".into());
+        if let Err(e) = self.fault.check() {
+            return bad("fault.loss_percent", e);
         }
         let mut names = HashSet::new();
         let mut keys = HashSet::new();

@@ -109,6 +109,11 @@ impl Packer {
         self.next_seq
     }
 
+    /// The batch window.
+    pub fn batch_window(&self) -> Duration {
+        self.config.batch_window
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -21,20 +21,23 @@
 //! # Reading order
 //! [`addr`] (families, MABs, ETRs, units), [`ints`] (identities, serial numbers),
 //! [`command`], then one module per format: [`payload`], [`query`], [`snapshot`],
-//! [`sumuc`], [`control`].
+//! [`sumuc`], [`control`], [`mps`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod addr;
 pub mod command;
+pub mod control;
 mod error;
 pub mod frame;
 pub mod hex;
 pub mod history;
 pub mod ints;
+pub mod mps;
 pub mod payload;
 pub mod query;
+pub mod snapshot;
 pub mod sumuc;
 pub mod wal;
 
