@@ -16,11 +16,16 @@
 //! What this module is not: the mapping engine (`ivip::table` applies command sets
 //! and says what changed) or the feed machinery (shared with QSDs and MPSes).
 
+pub mod config;
+pub mod driver;
 pub mod error;
+pub mod http;
 pub mod index;
+pub mod ingest;
 pub mod query;
 pub mod segment;
 pub mod store;
+pub mod text;
 pub mod workload;
 
 pub use error::StoreError;
