@@ -82,7 +82,6 @@ struct Driven {
     results: Receiver<Done>,
     jobs: Sender<Job>,
     status: Arc<Mutex<IngestStatus>>,
-    clock: SystemClock,
     next_retention: Instant,
     stop: Stop,
 }
@@ -151,12 +150,11 @@ impl DatagramCore for Driven {
         self.core.handle_oversized(now, from);
     }
     fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
-        let _ = self.clock;
         self.core.handle_timeout(now, unix_now_us(), out);
         self.settle(now);
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        self.core.poll_timeout(self.clock.now())
+        self.core.poll_timeout()
     }
     fn handle_wake(&mut self, now: Instant, _out: &mut Outbox) {
         for _ in 0..FETCH_QUEUE_MAX {
@@ -288,7 +286,6 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         results: res_rx,
         jobs: jobs_tx,
         status: status.clone(),
-        clock,
         next_retention: clock.now(),
         stop: stop.clone(),
     };

@@ -52,6 +52,8 @@ pub const DRAIN_PAYLOADS_MAX: usize = 4096;
 pub const PARTIAL_SETS_MAX: usize = 64;
 /// Jobs waiting for the driver at most.
 pub const JOBS_MAX: usize = 256;
+/// Timers (repair, resync) are looked at least this often.
+pub const TICK: Duration = Duration::from_ms(50);
 
 /// How the cursor waits for and repairs missing payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +254,7 @@ pub struct IngestCore {
     replay_baseline: HashMap<Mab, (BaselineRecord, Vec<Micronet3>)>,
     /// Appends that failed (a caller bug or a full segment): the driver stops.
     failed: Option<String>,
+    next_tick: Instant,
 }
 
 impl std::fmt::Debug for IngestCore {
@@ -315,6 +318,7 @@ impl IngestCore {
             dirty: false,
             replay_baseline: HashMap::new(),
             failed: None,
+            next_tick: Instant(0),
         }
     }
 
@@ -1200,17 +1204,20 @@ impl IngestCore {
         self.resync(now);
         self.drain(now, now_us);
         self.dirty = false;
+        self.next_tick = now + TICK;
     }
 
-    /// The next time [`IngestCore::handle_timeout`] has work: at once after input,
-    /// else the MPS core's timers, at most `retry` away while something waits.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+    /// The next time [`IngestCore::handle_timeout`] has work: at once after input
+    /// (a time long past), else the MPS core's timers or the next tick.
+    pub fn poll_timeout(&self) -> Option<Instant> {
         if self.dirty {
-            return Some(now);
+            return Some(Instant(0));
         }
-        let mut t = self.mps.poll_timeout().unwrap_or(now + self.repair.retry);
-        t = t.min(now + Duration::from_ms(100));
-        Some(t)
+        Some(
+            self.mps
+                .poll_timeout()
+                .map_or(self.next_tick, |t| t.min(self.next_tick)),
+        )
     }
 
     /// Unsubscribe from feeds.

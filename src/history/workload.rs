@@ -192,7 +192,11 @@ impl Workload {
             etr: Some(etr),
         };
         let out = if roll < 80 || self.layouts[li].micronets.len() < 4 {
-            let etr = random_etr(&mut self.rng, fam);
+            // A different ETR: setting the same one changes nothing.
+            let mut etr = random_etr(&mut self.rng, fam);
+            while etr == e {
+                etr = random_etr(&mut self.rng, fam);
+            }
             self.layouts[li].micronets.insert(s, (n, etr));
             (
                 vec![Command::SetEtr {
