@@ -1,12 +1,17 @@
-//! The recorder's driver: the feed socket loop, the fetcher, the HTTP server.
+//! The recorder's driver: the feed loop, the recording thread, the fetcher, the
+//! HTTP server.
 //!
-//! Threads: one UDP loop running the [`IngestCore`] (an MPS core inside), which
-//! after every batch of datagrams records what is ready and commits the history
-//! (one `fdatasync` for the batch: group commit) — only then is the progress in
-//! `/v1/history/status` advanced; one fetcher performing the core's [`Job`]s with
-//! the blocking HTTP client (peer MPS ranges, RUAS snapshots) and handing results
-//! back through a channel and the loop's waker; tiny_http workers answering
-//! searches from a [`StoreReader`].
+//! Threads: the *feed loop* (one UDP loop) runs the MPS core — receives, checks,
+//! verifies and buffers payloads, answers feed control — and after each batch
+//! publishes the per-RUAS sequence state and wakes the *recording thread*, which
+//! runs the [`IngestCore`]: records what is next in each RUAS's sequence and
+//! commits the history (one `fdatasync` for everything recorded since the last:
+//! group commit); only then is the progress in `/v1/history/status` advanced.
+//! Verification and recording so use two cores, and a slow `fdatasync` never
+//! stops receiving. The *fetcher* performs the recording thread's [`Job`]s with
+//! the blocking HTTP client: payload ranges from peer MPSes (answers go to the
+//! feed loop, to be checked like any payload) and RUAS snapshots (to the
+//! recording thread). tiny_http workers answer searches from a [`StoreReader`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +24,7 @@ use parking_lot::Mutex;
 
 use super::config::HistorySettings;
 use super::http::{Api, IngestStatus};
-use super::ingest::{IngestCore, Job};
+use super::ingest::{IngestCore, Job, TICK, Trackers};
 use super::segment::sync_dir;
 use super::store::{Store, StoreReader};
 use crate::daemon::Shutdown;
@@ -39,12 +44,19 @@ const FETCH_QUEUE_MAX: usize = 256;
 /// How often the retention policy is applied.
 const RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
-/// A fetcher's answer.
+/// A fetcher's answer for the recording thread.
 #[derive(Debug)]
 enum Done {
-    Payloads(FetchJob, Result<Vec<u8>, String>),
     List(RuasId, Result<Vec<Mab>, String>),
     Snapshot(RuasId, Mab, Result<(String, Vec<u8>), String>),
+}
+
+type PayloadResult = (FetchJob, Result<Vec<u8>, String>);
+
+/// What the feed loop publishes to the recording thread.
+#[derive(Debug, Default)]
+struct Board {
+    trackers: Mutex<Trackers>,
 }
 
 /// Why a recorder could not start or stopped with an error.
@@ -76,19 +88,111 @@ impl std::fmt::Display for RecorderError {
 
 impl std::error::Error for RecorderError {}
 
-struct Driven {
+/// The feed loop's core: the MPS core, plus publishing to the recording thread.
+struct FeedSide {
+    mps: MpsCore,
+    results: Receiver<PayloadResult>,
+    board: Arc<Board>,
+    notify: Sender<()>,
+    dirty: bool,
+}
+
+impl FeedSide {
+    fn publish(&mut self) {
+        *self.board.trackers.lock() = Trackers::from_mps(&self.mps);
+        let _ = self.notify.try_send(());
+        self.dirty = false;
+    }
+}
+
+impl DatagramCore for FeedSide {
+    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], out: &mut Outbox) {
+        self.mps.handle_datagram(now, from, bytes, out);
+        self.dirty = true;
+    }
+    fn handle_oversized(&mut self, now: Instant, from: SocketAddr) {
+        self.mps.handle_oversized(now, from);
+    }
+    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
+        if self.mps.poll_timeout().is_some_and(|t| t <= now) {
+            self.mps.handle_timeout(now, out);
+        }
+        if self.dirty {
+            self.publish();
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.dirty {
+            return Some(Instant(0));
+        }
+        self.mps.poll_timeout()
+    }
+    fn handle_wake(&mut self, now: Instant, _out: &mut Outbox) {
+        for _ in 0..FETCH_QUEUE_MAX {
+            match self.results.try_recv() {
+                Ok((job, r)) => {
+                    self.mps.handle_fetch_result(now, job, r);
+                    self.dirty = true;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+    fn shutdown(&mut self, now: Instant, out: &mut Outbox) -> bool {
+        self.mps.shutdown(now, out)
+    }
+    fn fanout(&self) -> Arc<FanoutSet> {
+        Arc::new(FanoutSet::default())
+    }
+}
+
+/// The recording thread.
+struct Recording {
     core: IngestCore,
     dir: PathBuf,
-    results: Receiver<Done>,
+    board: Arc<Board>,
+    wake: Receiver<()>,
+    snapshots: Receiver<Done>,
     jobs: Sender<Job>,
     status: Arc<Mutex<IngestStatus>>,
+    clock: SystemClock,
     next_retention: Instant,
     stop: Stop,
 }
 
-impl Driven {
-    /// Keep snapshot files, commit, publish progress, hand out jobs.
-    fn settle(&mut self, now: Instant) {
+impl Recording {
+    fn run(mut self) -> std::io::Result<()> {
+        loop {
+            if self.stop.is_aborted() {
+                return Ok(());
+            }
+            let stopping = self.stop.is_stopping();
+            let _ = self.wake.recv_timeout(TICK.to_std());
+            let now = self.clock.now();
+            for _ in 0..FETCH_QUEUE_MAX {
+                match self.snapshots.try_recv() {
+                    Ok(Done::List(ruas, r)) => self.core.handle_snapshot_list(now, ruas, r),
+                    Ok(Done::Snapshot(ruas, mab, r)) => {
+                        self.core.handle_snapshot(now, unix_now_us(), ruas, mab, r)
+                    }
+                    Err(_) => break,
+                }
+            }
+            let trackers = self.board.trackers.lock().clone();
+            self.core.handle_timeout(now, unix_now_us(), &trackers);
+            if !self.settle(now) {
+                self.stop.abort();
+                return Ok(());
+            }
+            if stopping {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Keep snapshot files, commit, publish progress, hand out jobs, apply
+    /// retention. `false` when the history cannot be written.
+    fn settle(&mut self, now: Instant) -> bool {
         for (name, bytes) in self.core.take_files() {
             if let Err(e) = keep_file(&self.dir, &name, &bytes) {
                 log::error!("history: cannot keep snapshot file {name}: {e}");
@@ -96,20 +200,15 @@ impl Driven {
         }
         if let Some(f) = self.core.failure() {
             log::error!("history: {f}; stopping (a restart resumes from the last complete record)");
-            self.stop.abort();
-            return;
+            return false;
         }
-        if self.core.store().pending_frames() > 0 {
-            match self.core.store_mut().commit() {
-                Ok(_) => {}
-                Err(e) => {
-                    log::error!(
-                        "history: commit failed: {e}; stopping (a restart resumes from the last complete record)"
-                    );
-                    self.stop.abort();
-                    return;
-                }
-            }
+        if self.core.store().pending_frames() > 0
+            && let Err(e) = self.core.store_mut().commit()
+        {
+            log::error!(
+                "history: commit failed: {e}; stopping (a restart resumes from the last complete record)"
+            );
+            return false;
         }
         {
             let mut st = self.status.lock();
@@ -139,41 +238,7 @@ impl Driven {
                 Err(e) => log::error!("history retention: {e}"),
             }
         }
-    }
-}
-
-impl DatagramCore for Driven {
-    fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8], out: &mut Outbox) {
-        self.core.handle_datagram(now, from, bytes, out);
-    }
-    fn handle_oversized(&mut self, now: Instant, from: SocketAddr) {
-        self.core.handle_oversized(now, from);
-    }
-    fn handle_timeout(&mut self, now: Instant, out: &mut Outbox) {
-        self.core.handle_timeout(now, unix_now_us(), out);
-        self.settle(now);
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.core.poll_timeout()
-    }
-    fn handle_wake(&mut self, now: Instant, _out: &mut Outbox) {
-        for _ in 0..FETCH_QUEUE_MAX {
-            match self.results.try_recv() {
-                Ok(Done::Payloads(job, r)) => self.core.handle_payloads(now, job, r),
-                Ok(Done::List(ruas, r)) => self.core.handle_snapshot_list(now, ruas, r),
-                Ok(Done::Snapshot(ruas, mab, r)) => {
-                    self.core.handle_snapshot(now, unix_now_us(), ruas, mab, r)
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-    }
-    fn shutdown(&mut self, now: Instant, out: &mut Outbox) -> bool {
-        self.settle(now);
-        self.core.shutdown(now, out)
-    }
-    fn fanout(&self) -> Arc<FanoutSet> {
-        Arc::new(FanoutSet::default())
+        true
     }
 }
 
@@ -235,14 +300,14 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
     let verifier = Arc::new(Ed25519Verifier);
     let mps = MpsCore::new(
         s.mps.clone(),
-        buffer,
+        buffer.clone(),
         verifier.clone(),
         nonce,
         clock.now(),
         &registry,
     );
     let mut core = IngestCore::new(
-        mps,
+        buffer,
         store,
         &s.keys,
         verifier,
@@ -277,26 +342,44 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
     .map_err(RecorderError::Worker)?;
     let waker = lp.waker();
     let (jobs_tx, jobs_rx) = bounded::<Job>(FETCH_QUEUE_MAX);
-    let (res_tx, res_rx) = bounded::<Done>(FETCH_QUEUE_MAX);
+    let (pay_tx, pay_rx) = bounded::<PayloadResult>(FETCH_QUEUE_MAX);
+    let (snap_tx, snap_rx) = bounded::<Done>(FETCH_QUEUE_MAX);
+    let (wake_tx, wake_rx) = bounded::<()>(1);
+    let board = Arc::new(Board::default());
     let stop = Stop::new(shutdown.clone());
     let status = Arc::new(Mutex::new(IngestStatus::default()));
-    let mut driven = Driven {
+    let mut feed = FeedSide {
+        mps,
+        results: pay_rx,
+        board: board.clone(),
+        notify: wake_tx.clone(),
+        dirty: true,
+    };
+    let recording = Recording {
         core,
         dir: s.dir.clone(),
-        results: res_rx,
+        board,
+        wake: wake_rx,
+        snapshots: snap_rx,
         jobs: jobs_tx,
         status: status.clone(),
+        clock,
         next_retention: clock.now(),
         stop: stop.clone(),
     };
     let mut threads = Vec::new();
     let loop_stop = stop.clone();
     threads.push(
-        cores::spawn("history-feed".into(), move || {
-            lp.run(&mut driven, &loop_stop)
-        })
-        .map_err(RecorderError::Worker)?,
+        cores::spawn("history-feed".into(), move || lp.run(&mut feed, &loop_stop))
+            .map_err(RecorderError::Worker)?,
     );
+    match cores::spawn("history-record".into(), move || recording.run()) {
+        Ok(t) => threads.push(t),
+        Err(e) => {
+            stop.abort();
+            return Err(RecorderError::Worker(e));
+        }
+    }
     let client = http::Client {
         connect_timeout: s.timeout,
         total_timeout: s.timeout,
@@ -305,16 +388,14 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
     let peers = s.peers.clone();
     let urls = s.snapshot_urls.clone();
     let fetch_stop = stop.clone();
+    let out = FetchOut {
+        payloads: pay_tx,
+        waker,
+        snapshots: snap_tx,
+        wake: wake_tx,
+    };
     match cores::spawn("history-fetch".into(), move || {
-        fetch_loop(
-            &client,
-            &peers,
-            &urls,
-            &jobs_rx,
-            &res_tx,
-            &waker,
-            &fetch_stop,
-        );
+        fetch_loop(&client, &peers, &urls, &jobs_rx, &out, &fetch_stop);
         Ok(())
     }) {
         Ok(t) => threads.push(t),
@@ -382,13 +463,20 @@ fn parse_list(body: &[u8]) -> Result<Vec<Mab>, String> {
     Ok(out)
 }
 
+/// Where the fetcher sends answers.
+struct FetchOut {
+    payloads: Sender<PayloadResult>,
+    waker: Arc<mio::Waker>,
+    snapshots: Sender<Done>,
+    wake: Sender<()>,
+}
+
 fn fetch_loop(
     client: &http::Client,
     peers: &[String],
     urls: &[(RuasId, String)],
     jobs: &Receiver<Job>,
-    results: &Sender<Done>,
-    waker: &mio::Waker,
+    out: &FetchOut,
     stop: &Stop,
 ) {
     let wait = std::time::Duration::from_millis(crate::daemon::SHUTDOWN_POLL_MS);
@@ -408,14 +496,16 @@ fn fetch_loop(
                     "{base}/payloads/{}/{}?from={}&to={}",
                     j.ruas, j.epoch, j.from, j.to
                 );
-                Done::Payloads(
-                    j,
-                    match client.get(&url) {
-                        Ok(r) if r.status == 200 => Ok(r.body),
-                        Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
-                        Err(e) => Err(format!("{url}: {e}")),
-                    },
-                )
+                let r = match client.get(&url) {
+                    Ok(r) if r.status == 200 => Ok(r.body),
+                    Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
+                    Err(e) => Err(format!("{url}: {e}")),
+                };
+                if out.payloads.send((j, r)).is_err() {
+                    return;
+                }
+                let _ = out.waker.wake();
+                continue;
             }
             Job::SnapshotList { ruas } => {
                 let Some(base) = url_of(ruas) else { continue };
@@ -448,10 +538,10 @@ fn fetch_loop(
                 )
             }
         };
-        if results.send(done).is_err() {
+        if out.snapshots.send(done).is_err() {
             return;
         }
-        let _ = waker.wake();
+        let _ = out.wake.try_send(());
     }
 }
 

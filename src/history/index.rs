@@ -28,6 +28,10 @@ use super::segment::sync_dir;
 
 /// Directory of the index files inside a history directory.
 pub const INDEX_DIR: &str = "index";
+
+/// Index blocks read from files since the process started (all stores), for
+/// benchmarks and metrics: a search's cost in reads.
+pub static BLOCKS_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// Unsorted entries kept before they are sorted into a chunk.
 const TAIL_ENTRIES_MAX: usize = 4096;
 
@@ -531,6 +535,7 @@ impl IndexRun {
 
     /// Read and check block `i`.
     fn block(&self, i: u32) -> Result<Vec<IndexEntry>, String> {
+        BLOCKS_READ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut b = vec![0u8; self.header.block_len()];
         self.file
             .read_exact_at(&mut b, self.header.block_offset(i))

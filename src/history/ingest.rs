@@ -1,28 +1,33 @@
-//! The recorder's ingest core: feeds in, every payload verified, taken strictly in
+//! The recorder's ingest: feeds in, every payload verified, taken strictly in
 //! each RUAS's sequence order, applied to a copy of each MAB's layout, and written
 //! to the history with exactly what changed (seed s2.1; spec: history.md §3, §7).
 //!
-//! What it is: a sans-IO state machine. It *contains* an MPS core
-//! ([`MpsCore`]): the recorder takes feeds exactly like an MPS (subscriptions,
-//! failover, signature check with the configured RUAS keys, a bounded in-memory
-//! buffer, gap tracking) and repairs gaps the same way (range requests to peer
-//! MPSes whose answers go through the MPS core's checks). On top it keeps, per
-//! RUAS, a *cursor*: the next payload to record. A payload is recorded only when
-//! it is the cursor's; a missing one is fetched from peers after a grace time,
-//! and given up on — written as a gap — after `give_up`. Per MAB it keeps the
-//! layout (`ivip::table`), booted from the RUAS's signed snapshot, so the exact
-//! effect of every command set is known from the first change on.
+//! Two sans-IO halves, each run on its own thread by the driver:
 //!
-//! Outputs: records appended to the history [`Store`] (memory only; the driver
-//! commits), [`Job`]s the driver performs (peer fetches, snapshot downloads),
-//! snapshot files to keep. Inputs: datagrams, timers, job results, and at start
-//! the records already in the history ([`IngestCore::replay`]), so that after a
-//! crash it resumes from the last complete record.
+//! * The **feed side** is an MPS core ([`MpsCore`]): the recorder takes feeds
+//!   exactly like an MPS (subscriptions, failover, payload checks, the RUAS
+//!   signature verified with the configured key, a bounded in-memory buffer,
+//!   per-RUAS sequence tracking), and repairs gaps the same way (range requests to
+//!   peer MPSes whose answers go through the same checks). After each batch it
+//!   publishes what it holds as [`Trackers`].
+//! * The **recording side** ([`IngestCore`]) keeps, per RUAS, a *cursor*: the next
+//!   payload to record. A payload is recorded only when it is the cursor's; a
+//!   missing one is fetched from peers after a grace time, and given up on —
+//!   written as a gap — after `give_up`. Per MAB it keeps the layout
+//!   (`ivip::table`), booted from the RUAS's signed snapshot, so the exact effect
+//!   of every command set is known from the first change on.
+//!
+//! Outputs of the recording side: records appended to the history [`Store`]
+//! (memory only; the driver commits), [`Job`]s the driver performs (peer fetches,
+//! snapshot downloads), snapshot files to keep. Inputs: trackers and the shared
+//! buffer, timers, snapshot results, and at start the records already in the
+//! history ([`IngestCore::replay`]), so that after a crash it resumes from the
+//! last complete record. Verification (feed side) and table work, encoding and
+//! `fdatasync` (recording side) thus use two cores.
 //!
 //! What it is not: a QSD (it answers no queries) or a verifier of its own history.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ivip_wire::command::Commands;
@@ -36,15 +41,15 @@ use ivip_wire::{Command, Etr, Mab, PayloadId, RuasId, Seq};
 
 use super::store::Store;
 use crate::metrics::{Counter, CounterVec, Gauge, Registry};
-use crate::mps::core::{FetchJob, MpsCore};
+use crate::mps::core::FetchJob;
+use crate::mps::core::MpsCore;
 use crate::mps::store::Store as PayloadBuffer;
-use crate::net::{DatagramCore, Outbox};
 use crate::sign::{PublicKey, Verifier};
 use crate::table::Table;
 use crate::time::{Duration, Instant};
 
 /// Micronets per baseline record.
-pub const BASELINE_PART_MICRONETS: usize = 4096;
+pub const BASELINE_PART_MICRONETS: usize = 1024;
 /// Payloads recorded per call of [`IngestCore::drain`] at most (then the loop
 /// gets a turn).
 pub const DRAIN_PAYLOADS_MAX: usize = 4096;
@@ -52,7 +57,7 @@ pub const DRAIN_PAYLOADS_MAX: usize = 4096;
 pub const PARTIAL_SETS_MAX: usize = 64;
 /// Jobs waiting for the driver at most.
 pub const JOBS_MAX: usize = 256;
-/// Timers (repair, resync) are looked at least this often.
+/// The recording side looks at its timers (repair, resync) at least this often.
 pub const TICK: Duration = Duration::from_ms(50);
 
 /// How the cursor waits for and repairs missing payloads.
@@ -238,7 +243,6 @@ pub struct RuasProgress {
 
 /// The recorder core.
 pub struct IngestCore {
-    mps: MpsCore,
     buffer: Arc<PayloadBuffer>,
     store: Store,
     verifier: Arc<dyn Verifier>,
@@ -249,12 +253,10 @@ pub struct IngestCore {
     jobs: Vec<Job>,
     files: Vec<(String, Vec<u8>)>,
     metrics: Metrics,
-    dirty: bool,
     /// A baseline being replayed, by MAB: its first part and the micronets so far.
     replay_baseline: HashMap<Mab, (BaselineRecord, Vec<Micronet3>)>,
     /// Appends that failed (a caller bug or a full segment): the driver stops.
     failed: Option<String>,
-    next_tick: Instant,
 }
 
 impl std::fmt::Debug for IngestCore {
@@ -286,11 +288,12 @@ pub fn table_from(
 }
 
 impl IngestCore {
-    /// A core around an MPS core (built with no peers of its own: the recorder
-    /// plans repairs from its cursors) and the history store. `peers` is the
-    /// number of peer MPSes the driver knows.
+    /// The recording side, reading verified payloads from `buffer` (the feed
+    /// side's MPS store; that MPS core is built with no peers of its own: the
+    /// recorder plans repairs from its cursors) and writing to the history store.
+    /// `peers` is the number of peer MPSes the driver knows.
     pub fn new(
-        mps: MpsCore,
+        buffer: Arc<PayloadBuffer>,
         store: Store,
         keys: &[(RuasId, PublicKey)],
         verifier: Arc<dyn Verifier>,
@@ -298,13 +301,11 @@ impl IngestCore {
         peers: usize,
         registry: &Registry,
     ) -> IngestCore {
-        let buffer = mps.store().clone();
         let mut ruas: Vec<RuasState> = (0..=RuasId::MAX).map(|_| RuasState::default()).collect();
         for (r, k) in keys {
             ruas[usize::from(r.get())].key = Some(*k);
         }
         IngestCore {
-            mps,
             buffer,
             store,
             verifier,
@@ -315,10 +316,8 @@ impl IngestCore {
             jobs: Vec::new(),
             files: Vec::new(),
             metrics: Metrics::register(registry),
-            dirty: false,
             replay_baseline: HashMap::new(),
             failed: None,
-            next_tick: Instant(0),
         }
     }
 
@@ -335,11 +334,6 @@ impl IngestCore {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
-    }
-
-    /// The MPS core inside.
-    pub fn mps(&self) -> &MpsCore {
-        &self.mps
     }
 
     /// A failed append, if any: the history cannot be written; stop.
@@ -496,7 +490,6 @@ impl IngestCore {
     /// After replay: RUASes never recorded boot (ask for their snapshot list);
     /// MABs out of sync ask for a snapshot.
     pub fn start(&mut self, now: Instant) {
-        self.dirty = true;
         for i in 0..=RuasId::MAX {
             let r = &mut self.ruas[usize::from(i)];
             if r.key.is_some() && r.cursor.is_none() {
@@ -524,18 +517,6 @@ impl IngestCore {
     // Job results
     // -----------------------------------------------------------------------
 
-    /// A peer's answer to a [`Job::Payloads`]: checked, verified and buffered by
-    /// the MPS core exactly as from a feed.
-    pub fn handle_payloads(
-        &mut self,
-        now: Instant,
-        job: FetchJob,
-        result: Result<Vec<u8>, String>,
-    ) {
-        self.mps.handle_fetch_result(now, job, result);
-        self.dirty = true;
-    }
-
     /// The MABs a RUAS offers snapshots of, or why the list could not be had.
     pub fn handle_snapshot_list(
         &mut self,
@@ -543,7 +524,6 @@ impl IngestCore {
         ruas: RuasId,
         result: Result<Vec<Mab>, String>,
     ) {
-        self.dirty = true;
         match result {
             Ok(mabs) => {
                 self.ruas[usize::from(ruas.get())].listed = true;
@@ -578,7 +558,6 @@ impl IngestCore {
         mab: Mab,
         result: Result<(String, Vec<u8>), String>,
     ) {
-        self.dirty = true;
         let retry = self.repair.resync_retry;
         let Some(m) = self.mabs.get_mut(&mab) else {
             return;
@@ -942,7 +921,7 @@ impl IngestCore {
 
     /// Record every payload that is next in its RUAS's sequence, fetch or give up
     /// on missing ones. Returns payloads recorded.
-    pub fn drain(&mut self, now: Instant, now_us: u64) -> usize {
+    pub fn drain(&mut self, now: Instant, now_us: u64, trackers: &Trackers) -> usize {
         let mut done = 0;
         let mut waiting = 0;
         for r in 0..=usize::from(RuasId::MAX) {
@@ -953,8 +932,7 @@ impl IngestCore {
             if self.held(now, r) {
                 continue;
             }
-            let tracker = self.mps.seq().get(ruas);
-            let (Some(t_epoch), Some(highest)) = (tracker.epoch(), tracker.highest()) else {
+            let Some((t_epoch, highest)) = trackers.get(ruas) else {
                 continue;
             };
             // Boot ends: the cursor starts at the earliest stream position of the
@@ -1181,47 +1159,38 @@ const PENDING: Location = Location {
 };
 
 impl IngestCore {
-    /// One datagram from a feed (payload or feed control).
-    pub fn handle_datagram(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        bytes: &[u8],
-        out: &mut Outbox,
-    ) {
-        self.mps.handle_datagram(now, from, bytes, out);
-        self.dirty = true;
-    }
-
-    /// A datagram that was cut.
-    pub fn handle_oversized(&mut self, now: Instant, from: SocketAddr) {
-        self.mps.handle_oversized(now, from);
-    }
-
-    /// Timers: the MPS core's, resync requests; then record what is ready.
-    pub fn handle_timeout(&mut self, now: Instant, now_us: u64, out: &mut Outbox) {
-        self.mps.handle_timeout(now, out);
+    /// Timers (resync requests), then record what is ready.
+    pub fn handle_timeout(&mut self, now: Instant, now_us: u64, trackers: &Trackers) {
         self.resync(now);
-        self.drain(now, now_us);
-        self.dirty = false;
-        self.next_tick = now + TICK;
+        self.drain(now, now_us, trackers);
     }
+}
 
-    /// The next time [`IngestCore::handle_timeout`] has work: at once after input
-    /// (a time long past), else the MPS core's timers or the next tick.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.dirty {
-            return Some(Instant(0));
+/// What the feed side holds, per RUAS: the epoch and the highest sequence seen
+/// (everything buffered of that epoch is at or below it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trackers(Vec<Option<(u32, Seq)>>);
+
+impl Default for Trackers {
+    fn default() -> Self {
+        Trackers(vec![None; usize::from(RuasId::MAX) + 1])
+    }
+}
+
+impl Trackers {
+    /// Read them from an MPS core's sequence table.
+    pub fn from_mps(mps: &MpsCore) -> Trackers {
+        let mut t = Trackers::default();
+        for (r, tr) in mps.seq().iter() {
+            if let (Some(e), Some(h)) = (tr.epoch(), tr.highest()) {
+                t.0[usize::from(r.get())] = Some((e, h));
+            }
         }
-        Some(
-            self.mps
-                .poll_timeout()
-                .map_or(self.next_tick, |t| t.min(self.next_tick)),
-        )
+        t
     }
 
-    /// Unsubscribe from feeds.
-    pub fn shutdown(&mut self, now: Instant, out: &mut Outbox) -> bool {
-        self.mps.shutdown(now, out)
+    /// One RUAS's epoch and highest sequence.
+    pub fn get(&self, ruas: RuasId) -> Option<(u32, Seq)> {
+        self.0.get(usize::from(ruas.get())).copied().flatten()
     }
 }

@@ -673,6 +673,10 @@ impl StoreReader {
     }
 }
 
+/// Frames read by location since the process started (all stores), for
+/// benchmarks and metrics.
+pub static FRAMES_READ: AtomicU64 = AtomicU64::new(0);
+
 /// Reads frames by location, keeping each segment file open for the search.
 #[derive(Debug)]
 pub struct FrameReader {
@@ -686,6 +690,7 @@ impl FrameReader {
     /// # Errors
     /// [`FrameReadError`] (removed file, damage).
     pub fn read(&mut self, at: Location) -> Result<HistoryRecord, FrameReadError> {
+        FRAMES_READ.fetch_add(1, Ordering::Relaxed);
         if !self.files.contains_key(&at.segment) {
             let p = segment::segment_path(&self.dir, at.segment);
             let f =

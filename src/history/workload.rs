@@ -26,7 +26,7 @@ use super::query::MappingState;
 use crate::rng::Rng;
 
 /// Micronets per baseline record part.
-pub const BASELINE_PART_MICRONETS: usize = 4096;
+pub const BASELINE_PART_MICRONETS: usize = 1024;
 /// The largest set this generator makes, as a payload record: four IPv6 commands
 /// of at most 33 bytes, and the record's 24-byte header.
 const SET_BYTES_MAX: usize = 24 + 4 * 33;
