@@ -619,6 +619,15 @@ fn parse_payload_record(b: &[u8]) -> Result<PayloadRecord, WireError> {
                 }
                 let range_count = r.u16()?;
                 let (mab, _) = set_context(&ctx, record_index)?;
+                // The reference count follows from the record: checked before
+                // the references are read.
+                let want_refs = match ctx.get(usize::from(record_index)) {
+                    Some(RecordContext::Fragment { count, .. }) => count.saturating_sub(1),
+                    _ => 0,
+                };
+                if fragment_refs != want_refs {
+                    return Err(WireError::BadFragment);
+                }
                 let mut fragments = Vec::with_capacity(usize::from(fragment_refs));
                 for _ in 0..fragment_refs {
                     let f = r.take(FRAGMENT_REF_LEN)?;
@@ -1784,24 +1793,70 @@ impl IndexFile {
         )
     }
 
-    /// Encode the whole file.
+    /// Bytes of the whole file.
     ///
     /// # Errors
-    /// As [`IndexFile::layout`]; [`WireError::Unsorted`] when entries are not
-    /// sorted.
-    pub fn to_vec(&self) -> Result<Vec<u8>, WireError> {
+    /// As [`IndexFile::layout`].
+    pub fn buffer_len(&self) -> Result<usize, WireError> {
+        let (h, _) = self.layout()?;
+        usize::try_from(h.file_len()).map_err(|_| WireError::TooLong)
+    }
+
+    /// Encode the whole file into exactly [`IndexFile::buffer_len`] bytes.
+    ///
+    /// # Errors
+    /// As [`IndexFile::layout`]; [`WireError::BufferSize`];
+    /// [`WireError::Unsorted`] when entries are not strictly ascending;
+    /// [`WireError::LengthMismatch`] when the MAB table's class bits or the
+    /// segment table's entry counts disagree with the entries.
+    pub fn emit(&self, b: &mut [u8]) -> Result<(), WireError> {
         if self.entries.windows(2).any(|w| w[0].key() >= w[1].key()) {
             return Err(WireError::Unsorted);
         }
+        let mut classes = vec![0u32; self.mabs.len()];
+        let mut per_segment = vec![0u64; self.segments.len()];
+        for e in &self.entries {
+            e.check(self.mabs.len())?;
+            if e.at.segment < self.first_segment || e.at.segment > self.last_segment {
+                return Err(WireError::OutsideMab);
+            }
+            if let Some(n) = per_segment.get_mut((e.at.segment - self.first_segment) as usize) {
+                *n += 1;
+            }
+            classes[usize::from(e.mab)] |= class_bit(e.class);
+        }
+        if self.mabs.iter().zip(&classes).any(|(m, &c)| m.classes != c)
+            || self
+                .segments
+                .iter()
+                .zip(&per_segment)
+                .any(|(s, &n)| u64::from(s.entries) != n)
+        {
+            return Err(WireError::LengthMismatch);
+        }
         let (h, meta) = self.layout()?;
-        let mut v = vec![0u8; h.file_len() as usize];
-        v[..INDEX_HEADER_LEN].copy_from_slice(&h.to_bytes());
-        meta.emit(&mut v[INDEX_HEADER_LEN..INDEX_HEADER_LEN + meta.buffer_len()])?;
+        if b.len() as u64 != h.file_len() {
+            return Err(WireError::BufferSize);
+        }
+        b[..INDEX_HEADER_LEN].copy_from_slice(&h.to_bytes());
+        let meta_end = INDEX_HEADER_LEN + meta.buffer_len();
+        meta.emit(&mut b[INDEX_HEADER_LEN..meta_end])?;
+        b[meta_end..h.blocks_offset() as usize].fill(0);
         let per = h.block_entries_max();
         for (i, chunk) in self.entries.chunks(per).enumerate() {
             let at = h.block_offset(i as u32) as usize;
-            emit_block(&h, chunk, &mut v[at..at + h.block_len()])?;
+            emit_block(&h, chunk, &mut b[at..at + h.block_len()])?;
         }
+        Ok(())
+    }
+
+    /// Encode the whole file into a new vector.
+    ///
+    /// # Errors
+    /// As [`IndexFile::emit`].
+    pub fn to_vec(&self) -> Result<Vec<u8>, WireError> {
+        let mut v = vec![0u8; self.buffer_len()?];
+        self.emit(&mut v)?;
         Ok(v)
     }
 
