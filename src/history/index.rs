@@ -95,10 +95,14 @@ impl Hit {
 
 /// The entries a record adds to the index (history.md §4.2), with MABs unresolved:
 /// `(mab, kind, start, len, time_us)`. Markers have `start = time_us, len = 1`.
-pub fn entries_of(rec: &HistoryRecord, mut out: impl FnMut(Mab, EntryKind, u64, u64, u64)) {
+/// Returns the record's time ([`record_time`]).
+pub fn entries_of(
+    rec: &HistoryRecord,
+    mut out: impl FnMut(Mab, EntryKind, u64, u64, u64),
+) -> Option<u64> {
     match rec {
         HistoryRecord::Payload(p) => {
-            let Ok(payload) = p.checked() else { return };
+            let payload = p.checked().ok()?;
             let time = payload.timestamp_us();
             let ctx = record_contexts(&payload);
             for it in &p.items {
@@ -130,6 +134,7 @@ pub fn entries_of(rec: &HistoryRecord, mut out: impl FnMut(Mab, EntryKind, u64, 
                     }
                 }
             }
+            Some(time)
         }
         HistoryRecord::Baseline(b) => {
             if b.part == 0 {
@@ -144,11 +149,13 @@ pub fn entries_of(rec: &HistoryRecord, mut out: impl FnMut(Mab, EntryKind, u64, 
             for &(s, l, _) in &b.micronets {
                 out(b.mab, EntryKind::Baseline, s, l, b.created_us);
             }
+            Some(b.created_us)
         }
         HistoryRecord::Gap(history::GapRecord::MabSets { mab, recv_us, .. }) => {
             out(*mab, EntryKind::Gap, *recv_us, 1, *recv_us);
+            Some(*recv_us)
         }
-        HistoryRecord::Gap(history::GapRecord::Payloads { .. }) => {}
+        HistoryRecord::Gap(g @ history::GapRecord::Payloads { .. }) => Some(g.recv_us()),
     }
 }
 
@@ -177,11 +184,9 @@ impl Pending {
     /// Collect the entries of `rec`, to be recorded at `at`.
     pub fn add(&mut self, rec: &HistoryRecord, at: Location) {
         self.frames += 1;
-        if let Some(t) = record_time(rec) {
-            self.times = Some(self.times.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
-        }
-        entries_of(rec, |mab, kind, start, len, time_us| {
-            self.entries.push(Hit {
+        let entries = &mut self.entries;
+        let t = entries_of(rec, |mab, kind, start, len, time_us| {
+            entries.push(Hit {
                 mab,
                 kind,
                 start,
@@ -190,6 +195,9 @@ impl Pending {
                 at,
             });
         });
+        if let Some(t) = t {
+            self.times = Some(self.times.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
+        }
     }
 
     /// Forget everything.

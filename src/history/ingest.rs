@@ -230,6 +230,21 @@ struct MabState {
     partial: BTreeMap<u64, Partial>,
 }
 
+impl MabState {
+    fn new(ruas: RuasId) -> MabState {
+        MabState {
+            ruas,
+            table: None,
+            needed: 0,
+            gap_first: None,
+            awaiting: None,
+            requested: false,
+            next_request: Instant(0),
+            partial: BTreeMap::new(),
+        }
+    }
+}
+
 /// What the core reports about one RUAS (status pages, tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RuasProgress {
@@ -399,16 +414,7 @@ impl IngestCore {
     }
 
     fn mab_entry(&mut self, mab: Mab, ruas: RuasId) -> &mut MabState {
-        self.mabs.entry(mab).or_insert_with(|| MabState {
-            ruas,
-            table: None,
-            needed: 0,
-            gap_first: None,
-            awaiting: None,
-            requested: false,
-            next_request: Instant(0),
-            partial: BTreeMap::new(),
-        })
+        self.mabs.entry(mab).or_insert_with(|| MabState::new(ruas))
     }
 
     fn request_snapshot(&mut self, now: Instant, mab: Mab) {
@@ -678,17 +684,17 @@ impl IngestCore {
         fragments: Vec<FragmentRef>,
         commands: &[Command],
     ) -> Option<Item> {
-        let metrics = self.metrics.clone();
-        let m = self.mab_entry(mab, ruas);
+        let sets = &self.metrics.sets;
+        let m = self.mabs.entry(mab).or_insert_with(|| MabState::new(ruas));
         let Some(t) = m.table.as_mut() else {
             m.needed = m.needed.max(mab_seq);
-            metrics.sets.at(3).inc();
+            sets.at(3).inc();
             self.request_snapshot(now, mab);
             return None;
         };
         let expected = t.mab_seq().wrapping_add(1);
         if mab_seq < expected {
-            metrics.sets.at(2).inc();
+            sets.at(2).inc();
             return None;
         }
         if mab_seq > expected {
@@ -700,14 +706,14 @@ impl IngestCore {
             m.table = None;
             m.gap_first = Some(expected);
             m.needed = mab_seq;
-            metrics.sets.at(3).inc();
+            sets.at(3).inc();
             self.request_snapshot(now, mab);
             return None;
         }
         let outcome = t.apply_at(mab_seq, commands);
         Some(Item::Set(match outcome {
             Ok(changes) => {
-                metrics.sets.at(0).inc();
+                sets.at(0).inc();
                 SetItem {
                     outcome: SetOutcome::Applied,
                     record_index,
@@ -727,7 +733,7 @@ impl IngestCore {
                 log::error!(
                     "history: set {mab_seq} of {mab} refused by the layout ({e}); out of sync"
                 );
-                metrics.sets.at(1).inc();
+                sets.at(1).inc();
                 m.table = None;
                 m.gap_first = Some(mab_seq);
                 m.needed = mab_seq;

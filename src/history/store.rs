@@ -385,9 +385,7 @@ impl Store {
         if self.poisoned {
             return Err(StoreError::Poisoned);
         }
-        let n = rec.buffer_len()?;
-        self.scratch.resize(n, 0);
-        rec.emit(&mut self.scratch)?;
+        rec.encode_into(&mut self.scratch)?;
         let offset = self.writer.append(&self.scratch)?;
         let at = Location {
             segment: self.writer.number(),

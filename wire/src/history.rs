@@ -454,12 +454,7 @@ impl HistoryRecord {
         match self {
             HistoryRecord::Payload(p) => {
                 let payload = Payload::new_checked(&p.payload)?;
-                let ctx = record_contexts(&payload);
-                let mut n = PAYLOAD_RECORD_FIXED + p.payload.len() + 2;
-                for it in &p.items {
-                    n += item_len(it, &ctx)?;
-                }
-                Ok(n)
+                payload_record_len(p, &record_contexts(&payload))
             }
             HistoryRecord::Baseline(r) => Ok(BASELINE_RECORD_FIXED
                 + r.micronets.len() * (2 * r.mab.family().unit_len() + r.mab.family().etr_len())),
@@ -473,9 +468,30 @@ impl HistoryRecord {
     /// # Errors
     /// Errors of [`HistoryRecord::emit`].
     pub fn to_vec(&self) -> Result<Vec<u8>, WireError> {
-        let mut v = vec![0u8; self.buffer_len()?];
-        self.emit(&mut v)?;
+        let mut v = Vec::new();
+        self.encode_into(&mut v)?;
         Ok(v)
+    }
+
+    /// Encode into `out` (cleared first), checking the embedded payload once:
+    /// the writer's path (a store encodes every record it appends).
+    ///
+    /// # Errors
+    /// Errors of [`HistoryRecord::emit`].
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
+        match self {
+            HistoryRecord::Payload(p) => {
+                let payload = Payload::new_checked(&p.payload)?;
+                let ctx = record_contexts(&payload);
+                out.resize(payload_record_len(p, &ctx)?, 0);
+                emit_payload_record(p, &ctx, out)
+            }
+            _ => {
+                out.resize(self.buffer_len()?, 0);
+                self.emit(out)
+            }
+        }
     }
 
     /// Encode into exactly [`HistoryRecord::buffer_len`] bytes.
@@ -489,7 +505,10 @@ impl HistoryRecord {
             return Err(WireError::BufferSize);
         }
         match self {
-            HistoryRecord::Payload(p) => emit_payload_record(p, b),
+            HistoryRecord::Payload(p) => {
+                let payload = Payload::new_checked(&p.payload)?;
+                emit_payload_record(p, &record_contexts(&payload), b)
+            }
             HistoryRecord::Baseline(r) => emit_baseline(r, b),
             HistoryRecord::Gap(g) => emit_gap(g, b),
         }
@@ -684,9 +703,19 @@ fn parse_payload_record(b: &[u8]) -> Result<PayloadRecord, WireError> {
     })
 }
 
-fn emit_payload_record(p: &PayloadRecord, b: &mut [u8]) -> Result<(), WireError> {
-    let payload = Payload::new_checked(&p.payload)?;
-    let ctx = record_contexts(&payload);
+fn payload_record_len(p: &PayloadRecord, ctx: &[RecordContext]) -> Result<usize, WireError> {
+    let mut n = PAYLOAD_RECORD_FIXED + p.payload.len() + 2;
+    for it in &p.items {
+        n += item_len(it, ctx)?;
+    }
+    Ok(n)
+}
+
+fn emit_payload_record(
+    p: &PayloadRecord,
+    ctx: &[RecordContext],
+    b: &mut [u8],
+) -> Result<(), WireError> {
     let payload_len = u16::try_from(p.payload.len()).map_err(|_| WireError::TooLong)?;
     let count = u16::try_from(p.items.len()).map_err(|_| WireError::TooLong)?;
     check_item_order(&p.items)?;
@@ -700,10 +729,10 @@ fn emit_payload_record(p: &PayloadRecord, b: &mut [u8]) -> Result<(), WireError>
     b[at..at + 2].copy_from_slice(&count.to_be_bytes());
     at += 2;
     for it in &p.items {
-        check_item(it, &ctx)?;
+        check_item(it, ctx)?;
         match it {
             Item::Set(s) => {
-                let fam = set_context(&ctx, s.record_index)?.0.family();
+                let fam = set_context(ctx, s.record_index)?.0.family();
                 let refs = u8::try_from(s.fragments.len()).map_err(|_| WireError::BadFragment)?;
                 let ranges = u16::try_from(s.ranges.len()).map_err(|_| WireError::TooLong)?;
                 b[at] = ITEM_SET;
