@@ -866,6 +866,43 @@ fn sigkill_during_ingest_loses_no_acknowledged_record_and_leaves_no_torn_one() {
         replayed >= acked,
         "the restart replayed {replayed} records, {acked} were acknowledged\n{log}"
     );
+    // The command line asks the running recorder.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ivip"))
+            .arg("history")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let server = format!("http://{}", child.http);
+    let addr = Ipv4Addr::from(mabs[0].start() as u32 + 7).to_string();
+    let o = cli(&[&addr, "--server", &server, "--from", "2025-11-24T16:00:00Z"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains(&format!("address {addr}")) && text.contains("RUAS 5"),
+        "{text}"
+    );
+    let o = cli(&[&addr, "--server", &server, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["mappings"].as_array().is_some_and(|m| !m.is_empty()));
+    let o = cli(&["--mab", "20.0.0.0/20", "--server", &server, "--limit", "3"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("MAB 20.0.0.0/20") && text.contains("--after"),
+        "{text}"
+    );
+    let o = cli(&[&addr, "--server", &server, "--from", "noon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad_time"));
+    assert_eq!(
+        cli(&["20.0.0.999", "--server", &server]).status.code(),
+        Some(2)
+    );
     child.signal(libc::SIGTERM);
     // Every acknowledged record is there, once, in order; nothing is torn.
     let (store, rep) = Store::open(&d.join("record"), StoreConfig::default()).unwrap();
