@@ -44,6 +44,9 @@ pub struct StoreEntry {
     pub segment_bytes: u64,
     /// Check every segment's and index file's checksums at start.
     pub verify_on_start: bool,
+    /// Record a checkpoint baseline of each MAB this often (at a snapshot
+    /// announcement that matched its layout); 0 = never.
+    pub checkpoint_hours: u64,
 }
 
 impl Default for StoreEntry {
@@ -51,6 +54,7 @@ impl Default for StoreEntry {
         StoreEntry {
             segment_bytes: super::store::SEGMENT_BYTES_MAX_DEFAULT,
             verify_on_start: true,
+            checkpoint_hours: 24,
         }
     }
 }
@@ -347,6 +351,7 @@ impl HistoryConfig {
                 range_max: r.range_max,
                 snapshot_wait: Duration::from_secs(r.snapshot_wait_s),
                 resync_retry: Duration::from_secs(r.resync_retry_s.max(1)),
+                checkpoint_us: s.checkpoint_hours.saturating_mul(3_600_000_000),
             },
             timeout: std::time::Duration::from_millis(r.timeout_ms),
             buffer_retention: Duration::from_secs(b.retention_s),

@@ -316,15 +316,16 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         &registry,
     );
     let mut replayed = 0u64;
+    let from = reader.replay_start();
     reader
-        .replay(0, |at, rec| {
+        .replay(from, |at, rec| {
             core.replay(at, &rec);
             replayed += 1;
         })
         .map_err(RecorderError::Store)?;
     core.start(clock.now());
     log::info!(
-        "history: {} record(s) replayed; resuming at {:?}",
+        "history: {} record(s) replayed from segment {from}; resuming at {:?}",
         replayed,
         core.progress()
     );

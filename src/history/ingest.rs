@@ -77,6 +77,11 @@ pub struct RepairSettings {
     pub snapshot_wait: Duration,
     /// Ask for a newer snapshot this often while a MAB is out of sync.
     pub resync_retry: Duration,
+    /// Write a checkpoint baseline of a MAB (its layout, at a snapshot
+    /// announcement whose hash matched it) when its last baseline is older than
+    /// this, in µs of wall time; 0 = never. Restarts replay from the newest
+    /// baselines, and retention keeps the record provable.
+    pub checkpoint_us: u64,
 }
 
 impl Default for RepairSettings {
@@ -88,6 +93,7 @@ impl Default for RepairSettings {
             range_max: 1024,
             snapshot_wait: Duration::from_secs(30),
             resync_retry: Duration::from_secs(10),
+            checkpoint_us: 24 * 3_600_000_000,
         }
     }
 }
@@ -228,6 +234,8 @@ struct MabState {
     requested: bool,
     next_request: Instant,
     partial: BTreeMap<u64, Partial>,
+    /// When the last baseline of this MAB was recorded (wall µs).
+    last_baseline_us: u64,
 }
 
 impl MabState {
@@ -241,6 +249,7 @@ impl MabState {
             requested: false,
             next_request: Instant(0),
             partial: BTreeMap::new(),
+            last_baseline_us: 0,
         }
     }
 }
@@ -272,6 +281,11 @@ pub struct IngestCore {
     replay_baseline: HashMap<Mab, (BaselineRecord, Vec<Micronet3>)>,
     /// Appends that failed (a caller bug or a full segment): the driver stops.
     failed: Option<String>,
+    /// Matched announcements of the payload being processed: checkpoint
+    /// candidates.
+    matched: Vec<(SnapshotAnnouncement, RuasId)>,
+    /// Replaying: no jobs, no checkpoints.
+    replaying: bool,
 }
 
 impl std::fmt::Debug for IngestCore {
@@ -333,6 +347,8 @@ impl IngestCore {
             metrics: Metrics::register(registry),
             replay_baseline: HashMap::new(),
             failed: None,
+            matched: Vec::new(),
+            replaying: false,
         }
     }
 
@@ -418,6 +434,9 @@ impl IngestCore {
     }
 
     fn request_snapshot(&mut self, now: Instant, mab: Mab) {
+        if self.replaying {
+            return;
+        }
         let Some(m) = self.mabs.get_mut(&mab) else {
             return;
         };
@@ -448,6 +467,7 @@ impl IngestCore {
                     && let Some((head, nets)) = self.replay_baseline.remove(&b.mab)
                 {
                     let m = self.mab_entry(head.mab, head.ruas);
+                    m.last_baseline_us = head.recv_us;
                     match table_from(head.mab, head.mab_seq, &nets) {
                         Ok(t) if t.hash() == head.sha256 => {
                             m.table = Some(t);
@@ -469,7 +489,10 @@ impl IngestCore {
                     return;
                 };
                 let id = payload.id();
+                self.replaying = true;
                 let items = self.process(Instant(0), &payload, Some(at));
+                self.replaying = false;
+                self.matched.clear();
                 if items != p.items {
                     log::warn!(
                         "history: replaying payload {id} at {at} gives other effects than \
@@ -496,6 +519,11 @@ impl IngestCore {
     /// After replay: RUASes never recorded boot (ask for their snapshot list);
     /// MABs out of sync ask for a snapshot.
     pub fn start(&mut self, now: Instant) {
+        self.jobs.clear();
+        for m in self.mabs.values_mut() {
+            m.requested = false;
+            m.next_request = now;
+        }
         for i in 0..=RuasId::MAX {
             let r = &mut self.ruas[usize::from(i)];
             if r.key.is_some() && r.cursor.is_none() {
@@ -629,33 +657,29 @@ impl IngestCore {
                 _ => None,
             })
             .collect();
-        let mut parts: Vec<&[(u64, u64, Etr)]> = nets.chunks(BASELINE_PART_MICRONETS).collect();
-        if parts.is_empty() {
-            parts.push(&[]);
-        }
-        let count = parts.len() as u32;
-        for (i, p) in parts.into_iter().enumerate() {
-            self.append(&HistoryRecord::Baseline(BaselineRecord {
+        self.write_baseline(
+            BaselineRecord {
                 ruas: meta.ruas,
                 mab,
                 mab_seq: meta.mab_seq,
                 created_us: meta.created_us,
                 recv_us: now_us,
                 sha256: hash,
-                part: i as u32,
-                part_count: count,
-                micronets: p.to_vec(),
-            }));
-        }
+                part: 0,
+                part_count: 1,
+                micronets: Vec::new(),
+            },
+            &nets,
+        );
         log::info!(
             "history: baseline of {mab} at sequence {} from {name} ({} micronets)",
             meta.mab_seq,
             nets.len()
         );
         self.files.push((name, bytes.clone()));
-        self.metrics.baselines.inc();
         if let Some(m) = self.mabs.get_mut(&mab) {
             m.table = Some(table);
+            m.last_baseline_us = now_us;
         }
         let r = &mut self.ruas[usize::from(ruas.get())];
         if r.booting.is_some()
@@ -767,7 +791,10 @@ impl IngestCore {
             _ => SnapshotCheck::NotChecked,
         };
         match check {
-            SnapshotCheck::Matched => metrics.announcements.at(0).inc(),
+            SnapshotCheck::Matched => {
+                metrics.announcements.at(0).inc();
+                self.matched.push((*a, ruas));
+            }
             SnapshotCheck::Differed => {
                 metrics.announcements.at(1).inc();
                 log::error!(
@@ -906,6 +933,76 @@ impl IngestCore {
                 }
             }
         }
+        for (a, ruas) in std::mem::take(&mut self.matched) {
+            self.checkpoint(now_us, &a, ruas);
+        }
+    }
+
+    /// After a payload whose announcement matched this layout: if the MAB's last
+    /// baseline is old, record the layout as a baseline — provable, since the
+    /// RUAS signed its hash in the announcement just recorded (history.md §5).
+    /// Only when the layout is still at the announced sequence (no later set of
+    /// the MAB came in the same payload).
+    fn checkpoint(&mut self, now_us: u64, a: &SnapshotAnnouncement, ruas: RuasId) {
+        let interval = self.repair.checkpoint_us;
+        let Some(m) = self.mabs.get(&a.mab) else {
+            return;
+        };
+        let Some(t) = m.table.as_ref() else { return };
+        if interval == 0
+            || now_us.saturating_sub(m.last_baseline_us) < interval
+            || t.mab_seq() != a.mab_seq
+        {
+            return;
+        }
+        let nets: Vec<Micronet3> = t
+            .range(a.mab.start(), a.mab.len())
+            .filter_map(|x| match x {
+                crate::table::Mapping::Micronet(n) => Some((n.start, n.len, n.etr)),
+                _ => None,
+            })
+            .collect();
+        self.write_baseline(
+            BaselineRecord {
+                ruas,
+                mab: a.mab,
+                mab_seq: a.mab_seq,
+                created_us: a.created_us,
+                recv_us: now_us,
+                sha256: a.sha256,
+                part: 0,
+                part_count: 1,
+                micronets: Vec::new(),
+            },
+            &nets,
+        );
+        if let Some(m) = self.mabs.get_mut(&a.mab) {
+            m.last_baseline_us = now_us;
+        }
+        log::info!(
+            "history: checkpoint baseline of {} at set {} ({} micronets)",
+            a.mab,
+            a.mab_seq,
+            nets.len()
+        );
+    }
+
+    /// Append a baseline in parts; `head` gives every field but the parts.
+    fn write_baseline(&mut self, head: BaselineRecord, nets: &[Micronet3]) {
+        let mut parts: Vec<&[Micronet3]> = nets.chunks(BASELINE_PART_MICRONETS).collect();
+        if parts.is_empty() {
+            parts.push(&[]);
+        }
+        let count = parts.len() as u32;
+        for (i, p) in parts.into_iter().enumerate() {
+            self.append(&HistoryRecord::Baseline(BaselineRecord {
+                part: i as u32,
+                part_count: count,
+                micronets: p.to_vec(),
+                ..head.clone()
+            }));
+        }
+        self.metrics.baselines.inc();
     }
 
     /// `true` while a RUAS's stream must wait for snapshots.
@@ -1198,5 +1295,162 @@ impl Trackers {
     /// One RUAS's epoch and highest sequence.
     pub fn get(&self, ruas: RuasId) -> Option<(u32, Seq)> {
         self.0.get(usize::from(ruas.get())).copied().flatten()
+    }
+
+    /// Say what is held of one RUAS (drivers other than the feed loop, tests).
+    pub fn set(&mut self, ruas: RuasId, epoch: u32, highest: Seq) {
+        if let Some(x) = self.0.get_mut(usize::from(ruas.get())) {
+            *x = Some((epoch, highest));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::workload::Workload;
+    use crate::history::{Store, StoreConfig};
+    use crate::sign::{Ed25519Verifier, KeyPair};
+    use ivip_wire::payload::{PayloadRepr, Record};
+    use ivip_wire::snapshot::StreamPosition;
+
+    const T0: u64 = 1_764_000_000_000_000;
+
+    fn tmp(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ivip-ingest-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn sign(key: &KeyPair, p: &PayloadRepr) -> Vec<u8> {
+        let mut b = p.to_vec().unwrap();
+        let n = b.len() - 64;
+        let sig = key.sign(&b[..n]);
+        b[n..].copy_from_slice(&sig);
+        b
+    }
+
+    fn core(d: &std::path::Path, key: &KeyPair, buffer: &Arc<PayloadBuffer>) -> IngestCore {
+        let (store, _) = Store::open(
+            d,
+            StoreConfig {
+                segment_bytes_max: 16 << 10,
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        IngestCore::new(
+            buffer.clone(),
+            store,
+            &[(RuasId::new(5).unwrap(), key.public())],
+            Arc::new(Ed25519Verifier),
+            RepairSettings {
+                checkpoint_us: 1,
+                ..RepairSettings::default()
+            },
+            0,
+            &Registry::new(),
+        )
+    }
+
+    /// history.md §5: a matched announcement becomes a checkpoint baseline, and a
+    /// restart replays only from the newest baselines to the same layout.
+    #[test]
+    fn matched_announcements_checkpoint_the_layout_and_restarts_replay_from_them() {
+        let d = tmp("checkpoint");
+        let key = KeyPair::from_seed(&[6; 32]);
+        let ruas = RuasId::new(5).unwrap();
+        let mab: Mab = "20.0.0.0/20".parse().unwrap();
+        let mut w = Workload::new(4, &[mab], 200, 4, T0, 10_000);
+        let nets: Vec<Micronet3> = w
+            .baselines(T0)
+            .into_iter()
+            .filter_map(|r| match r {
+                HistoryRecord::Baseline(b) => Some(b.micronets),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut ruas_table = table_from(mab, 0, &nets).unwrap();
+        ruas_table.publish();
+        let snap = ruas_table.reader().load_owned().write_snapshot_with(
+            &key,
+            ruas,
+            T0,
+            &StreamPosition { epoch: 1, seq: 1 }.to_record(),
+        );
+        let buffer = Arc::new(PayloadBuffer::new(Duration::from_secs(600), 1 << 26));
+        let mut c = core(&d, &key, &buffer);
+        c.start(Instant(0));
+        c.handle_snapshot_list(Instant(0), ruas, Ok(vec![mab]));
+        c.handle_snapshot(Instant(0), T0, ruas, mab, Ok(("s".into(), snap)));
+        let mut trackers = Trackers::default();
+        let mut last = Seq(0);
+        for i in 0..300u32 {
+            let (rec, _) = w.next_payload(4);
+            let HistoryRecord::Payload(p) = rec else {
+                unreachable!()
+            };
+            let pl = Payload::new_checked(&p.payload).unwrap();
+            let mut repr = PayloadRepr::parse(&pl);
+            for r in pl.records() {
+                if let RecordView::MabUpdate {
+                    mab_seq, commands, ..
+                } = r
+                {
+                    ruas_table
+                        .apply_at(mab_seq, &commands.iter().collect::<Vec<_>>())
+                        .unwrap();
+                }
+            }
+            if i % 50 == 49 {
+                repr.records.push(Record::Snapshot(SnapshotAnnouncement {
+                    mab,
+                    mab_seq: ruas_table.mab_seq(),
+                    created_us: repr.timestamp_us,
+                    sha256: ruas_table.hash(),
+                }));
+            }
+            let b = sign(&key, &repr);
+            buffer.insert(Instant(1), repr.id, &b);
+            last = repr.id.seq;
+            trackers.set(ruas, 1, last);
+            c.drain(Instant(1), T0 + u64::from(i), &trackers);
+            c.store_mut().commit().unwrap();
+        }
+        assert_eq!(c.progress()[0].next_seq, last.next().0);
+        assert_eq!(
+            c.metrics().announcements.at(0).get(),
+            6,
+            "every announcement matched"
+        );
+        assert!(
+            c.metrics().baselines.get() >= 6,
+            "the boot baseline and checkpoints"
+        );
+        let want = c.table(&mab).unwrap().hash();
+        assert_eq!(want, ruas_table.hash());
+        let r = c.store().reader();
+        drop(c);
+        // A restart replays from the newest checkpoint only.
+        let from = r.replay_start();
+        assert!(from > 0, "the newest baseline is in a later segment");
+        let mut c2 = core(&d, &key, &buffer);
+        let mut n = 0;
+        c2.store()
+            .reader()
+            .replay(from, |at, rec| {
+                c2.replay(at, &rec);
+                n += 1;
+            })
+            .unwrap();
+        c2.start(Instant(2));
+        assert_eq!(c2.table(&mab).map(Table::hash), Some(want));
+        assert_eq!(c2.progress()[0].next_seq, last.next().0);
+        assert!(c2.take_jobs().is_empty(), "nothing to ask for: in sync");
+        let mut total = 0;
+        c2.store().reader().replay(0, |_, _| total += 1).unwrap();
+        assert!(n < total, "replayed {n} of {total} records");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

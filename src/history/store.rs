@@ -26,11 +26,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ivip_wire::Mab;
 use ivip_wire::history::{HistoryRecord, Location};
 use parking_lot::RwLock;
 
 use super::error::StoreError;
-use super::index::{self, ActiveIndex, INDEX_DIR, IndexRun, Pending};
+use super::index::{self, ActiveIndex, INDEX_DIR, IndexRun, Pending, RangeSource};
 use super::segment::{self, Damage, FrameReadError, SEGMENTS_DIR, SegmentWriter};
 
 /// Default size at which a segment is sealed.
@@ -648,6 +649,52 @@ impl StoreReader {
             dir: self.shared.dir.clone(),
             files: HashMap::new(),
         }
+    }
+
+    /// Where a restart must start replaying: the segment of the oldest among
+    /// each MAB's newest baseline (every MAB's layout can then be rebuilt from a
+    /// baseline and what follows). MABs with no baseline do not count (they are
+    /// resynchronised from a snapshot). 0 when nothing is known.
+    pub fn replay_start(&self) -> u32 {
+        let (active, runs) = self.view(|a, _| {
+            let mut v: Vec<(Mab, Location)> = Vec::new();
+            for mab in a.mabs() {
+                let mut h = Vec::new();
+                let _ = a.lookup(
+                    &mab,
+                    ivip_wire::history::CLASS_BASELINE_START,
+                    0,
+                    u64::MAX,
+                    &mut h,
+                );
+                if let Some(x) = h.iter().map(|x| x.at).max() {
+                    v.push((mab, x));
+                }
+            }
+            v
+        });
+        let mut newest: HashMap<Mab, Location> = active.into_iter().collect();
+        for r in runs.iter().rev() {
+            for mab in r.mabs() {
+                if newest.contains_key(&mab) {
+                    continue;
+                }
+                let mut h = Vec::new();
+                if r.lookup(
+                    &mab,
+                    ivip_wire::history::CLASS_BASELINE_START,
+                    0,
+                    u64::MAX,
+                    &mut h,
+                )
+                .is_ok()
+                    && let Some(x) = h.iter().map(|x| x.at).max()
+                {
+                    newest.insert(mab, x);
+                }
+            }
+        }
+        newest.values().map(|l| l.segment).min().unwrap_or(0)
     }
 
     /// Visit every readable record of segments `from..`, in order (used to rebuild
