@@ -649,41 +649,132 @@ pub fn write_run(
     segments: &[SegmentSummary],
     entries: &[IndexEntry],
 ) -> Result<PathBuf, StoreError> {
-    let first = segments.first().map_or(0, |s| s.segment);
-    let last = segments.last().map_or(0, |s| s.segment);
-    let (h, meta) = history::plan(
+    write_run_iter(
+        dir,
         block_shift,
-        first,
-        last,
         mabs,
         segments,
         entries.len() as u64,
-        |i| entries.get(i as usize).copied(),
-    )?;
+        entries.iter().map(|e| Ok(*e)),
+    )
+}
+
+/// [`write_run`] from a stream of `count` sorted entries (merging files that do
+/// not fit in memory): the blocks are written first, after room for the header
+/// and meta section (whose size the counts fix), and the header and meta last.
+///
+/// # Errors
+/// As [`write_run`]; an error the stream yields (a damaged input block) aborts
+/// the write and leaves no file.
+pub fn write_run_iter(
+    dir: &Path,
+    block_shift: u8,
+    mabs: &[MabEntry],
+    segments: &[SegmentSummary],
+    count: u64,
+    entries: impl Iterator<Item = Result<IndexEntry, String>>,
+) -> Result<PathBuf, StoreError> {
+    use std::io::{Seek as _, SeekFrom};
+    let first = segments.first().map_or(0, |s| s.segment);
+    let last = segments.last().map_or(0, |s| s.segment);
+    let per = ((1usize << block_shift) - ivip_wire::history::BLOCK_HEADER_LEN)
+        / ivip_wire::history::ENTRY_LEN;
+    let blocks = count.div_ceil(per as u64);
+    let meta_len = mabs.len() as u64 * ivip_wire::history::MAB_ENTRY_LEN as u64
+        + segments.len() as u64 * ivip_wire::history::SEGMENT_SUMMARY_LEN as u64
+        + blocks * ivip_wire::history::FENCE_LEN as u64;
+    let block_len = 1u64 << block_shift;
+    let blocks_offset = (INDEX_HEADER_LEN as u64 + meta_len).div_ceil(block_len) * block_len;
     let path = run_path(dir, first, last);
     let tmp = path.with_extension("hidx.tmp");
-    let f = File::create(&tmp).map_err(StoreError::io(&tmp, "cannot create index file"))?;
+    let werr = || StoreError::io(&tmp, "cannot write index file");
+    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp, "cannot create index file"))?;
+    f.seek(SeekFrom::Start(blocks_offset)).map_err(werr())?;
+    // A header for emit_block: only the block size and segments matter to it.
+    let draft = IndexHeader {
+        block_shift,
+        first_segment: first,
+        last_segment: last,
+        entry_count: count,
+        block_count: blocks as u32,
+        mab_count: mabs.len() as u32,
+        meta_len: meta_len as u32,
+        meta_crc: 0,
+    };
+    let mut fences: Vec<IndexEntry> = Vec::with_capacity(blocks as usize);
     let mut w = BufWriter::with_capacity(1 << 20, f);
-    let werr = StoreError::io(&tmp, "cannot write index file");
+    let mut chunk: Vec<IndexEntry> = Vec::with_capacity(per);
+    let mut block = vec![0u8; block_len as usize];
+    let mut written = 0u64;
+    let mut flush =
+        |chunk: &mut Vec<IndexEntry>, w: &mut BufWriter<File>| -> Result<(), StoreError> {
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            fences.push(chunk[0]);
+            history::emit_block(&draft, chunk, &mut block)?;
+            w.write_all(&block).map_err(werr())?;
+            written += chunk.len() as u64;
+            chunk.clear();
+            Ok(())
+        };
+    let mut abort = None;
+    for e in entries {
+        match e {
+            Ok(e) => {
+                chunk.push(e);
+                if chunk.len() == per {
+                    flush(&mut chunk, &mut w)?;
+                }
+            }
+            Err(m) => {
+                abort = Some(m);
+                break;
+            }
+        }
+    }
+    flush(&mut chunk, &mut w)?;
+    if abort.is_some() || written != count {
+        drop(w);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(StoreError::Config(abort.unwrap_or_else(|| {
+            format!("index stream gave {written} entries, {count} announced")
+        })));
+    }
+    let (h, meta) = history::plan(block_shift, first, last, mabs, segments, count, |i| {
+        fences.get((i / per as u64) as usize).copied()
+    })?;
+    debug_assert_eq!(h.blocks_offset(), blocks_offset);
     let mut mb = vec![0u8; meta.buffer_len()];
     meta.emit(&mut mb)?;
-    let pad = (h.blocks_offset() as usize) - INDEX_HEADER_LEN - mb.len();
-    let mut block = vec![0u8; h.block_len()];
     let res = (|| -> std::io::Result<()> {
-        w.write_all(&h.to_bytes())?;
-        w.write_all(&mb)?;
-        w.write_all(&vec![0u8; pad])?;
-        for chunk in entries.chunks(h.block_entries_max()) {
-            history::emit_block(&h, chunk, &mut block).map_err(std::io::Error::other)?;
-            w.write_all(&block)?;
-        }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
+        let mut f = w.into_inner().map_err(|e| e.into_error())?;
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&h.to_bytes())?;
+        f.write_all(&mb)?;
+        let pad = blocks_offset as usize - INDEX_HEADER_LEN - mb.len();
+        f.write_all(&vec![0u8; pad])?;
         f.sync_all()
     })();
-    res.map_err(werr)?;
+    res.map_err(werr())?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path, "cannot rename index file to"))?;
     sync_dir(&dir.join(INDEX_DIR))?;
     Ok(path)
+}
+
+impl IndexRun {
+    /// Every entry, block by block, in key order (merging reads files this way).
+    pub fn iter_entries(&self) -> impl Iterator<Item = Result<IndexEntry, String>> + '_ {
+        (0..self.header.block_count).flat_map(move |i| match self.block(i) {
+            Ok(b) => b.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        })
+    }
+
+    /// The MAB table.
+    pub fn mab_table(&self) -> &[MabEntry] {
+        &self.meta.mabs
+    }
 }
 
 #[cfg(test)]

@@ -32,12 +32,22 @@ use parking_lot::RwLock;
 
 use super::error::StoreError;
 use super::index::{self, ActiveIndex, INDEX_DIR, IndexRun, Pending, RangeSource};
+use ivip_wire::history::IndexEntry;
+
+fn sync_dir_of(dir: &Path) -> Result<(), StoreError> {
+    segment::sync_dir(&dir.join(INDEX_DIR))
+}
 use super::segment::{self, Damage, FrameReadError, SEGMENTS_DIR, SegmentWriter};
 
 /// Default size at which a segment is sealed.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 128 << 20;
 /// Default index block size: 4 KiB.
 pub const BLOCK_SHIFT_DEFAULT: u8 = 12;
+/// Index files merged into one at a time: eight files covering the same number of
+/// segments, side by side, become one. A search so consults about
+/// `MERGE_FANIN × log8(segments)` files instead of one per segment (history.md
+/// §4.3).
+pub const MERGE_FANIN: usize = 8;
 
 /// What is kept, and for how long (history.md §5). The default keeps everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +122,9 @@ struct Shared {
     dir: PathBuf,
     state: RwLock<State>,
     stats: Stats,
+    block_shift: u8,
+    /// A merge is running (one at a time).
+    merging: std::sync::atomic::AtomicBool,
 }
 
 /// A read handle: cheap to clone, usable from any thread.
@@ -193,7 +206,19 @@ impl Store {
         // Index files: keep the valid ones that cover existing segments, without
         // overlap.
         let mut runs: Vec<Arc<IndexRun>> = Vec::new();
-        for (first, last) in index::list_runs(dir)? {
+        // A merge interrupted before its rename leaves a temporary file.
+        if let Ok(rd) = std::fs::read_dir(dir.join(INDEX_DIR)) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        // Larger files first: after a merge interrupted before its inputs were
+        // deleted, the merged file wins and the inputs it covers are removed.
+        let mut listed = index::list_runs(dir)?;
+        listed.sort_by_key(|&(f, l)| (f, std::cmp::Reverse(l)));
+        for (first, last) in listed {
             let path = index::run_path(dir, first, last);
             let why = match IndexRun::open(&path) {
                 Err(e) => Some(e),
@@ -207,7 +232,7 @@ impl Store {
                     };
                     match (covered, overlaps, verified) {
                         (false, _, _) => Some("its segments are gone".to_string()),
-                        (_, true, _) => Some("overlaps another index file".to_string()),
+                        (_, true, _) => Some("is covered by a merged index file".to_string()),
                         (_, _, Err(e)) => Some(e),
                         (true, false, Ok(())) => {
                             runs.push(Arc::new(run));
@@ -350,18 +375,66 @@ impl Store {
                 segment_bytes,
             }),
             stats: Stats::default(),
+            block_shift: config.block_shift,
+            merging: std::sync::atomic::AtomicBool::new(false),
         });
-        Ok((
-            Store {
-                shared,
-                config,
-                writer,
-                pending: Pending::default(),
-                scratch: Vec::new(),
-                poisoned: false,
-            },
-            report,
-        ))
+        let store = Store {
+            shared,
+            config,
+            writer,
+            pending: Pending::default(),
+            scratch: Vec::new(),
+            poisoned: false,
+        };
+        store.spawn_merges();
+        Ok((store, report))
+    }
+
+    /// Merge index files in the background if some are due (one merger at a
+    /// time).
+    fn spawn_merges(&self) {
+        let r = self.reader();
+        if r.shared.state.read().runs.len() < MERGE_FANIN
+            || r.shared.merging.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("history-merge".into())
+            .spawn(move || {
+                r.merge_while_due();
+                r.shared.merging.store(false, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            log::warn!("history: cannot start a merge thread: {e}");
+            self.shared.merging.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Merge every group of index files that is due, now, on this thread
+    /// (waiting for a background merge to finish first). Returns the merges done.
+    ///
+    /// # Errors
+    /// [`StoreError`] of the merge.
+    pub fn merge_now(&self) -> Result<usize, StoreError> {
+        let r = self.reader();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+        while r.shared.merging.swap(true, Ordering::SeqCst) {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Config("a merge has run for an hour".into()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut n = 0;
+        let res = loop {
+            match r.merge_step() {
+                Ok(true) => n += 1,
+                Ok(false) => break Ok(n),
+                Err(e) => break Err(e),
+            }
+        };
+        r.shared.merging.store(false, Ordering::SeqCst);
+        res
     }
 
     /// A read handle for searches on other threads.
@@ -586,7 +659,171 @@ pub struct StoreStatus {
     pub damage: Vec<String>,
 }
 
+/// The oldest group of [`MERGE_FANIN`] index files side by side that cover the
+/// same number of segments each.
+fn merge_group(runs: &[Arc<IndexRun>]) -> Option<Vec<Arc<IndexRun>>> {
+    let span = |r: &Arc<IndexRun>| u64::from(r.last_segment()) - u64::from(r.first_segment());
+    runs.windows(MERGE_FANIN)
+        .find(|g| {
+            g.iter().all(|r| span(r) == span(&g[0]))
+                && g.windows(2)
+                    .all(|w| u64::from(w[0].last_segment()) + 1 == u64::from(w[1].first_segment()))
+        })
+        .map(<[Arc<IndexRun>]>::to_vec)
+}
+
+/// Merge sorted entry streams, each with its MAB ids remapped to the merged
+/// table (an order-preserving map, so each stream stays sorted).
+struct Merged<'a> {
+    inputs: Vec<Box<dyn Iterator<Item = Result<IndexEntry, String>> + 'a>>,
+    heads: std::collections::BinaryHeap<std::cmp::Reverse<(EntryKey, usize)>>,
+    pending: Vec<Option<IndexEntry>>,
+    failed: bool,
+}
+
+type EntryKey = (u16, u8, u64, u32, u32, u64, u8);
+
+impl Merged<'_> {
+    fn refill(&mut self, i: usize) -> Result<(), String> {
+        match self.inputs[i].next() {
+            Some(Ok(e)) => {
+                self.heads.push(std::cmp::Reverse((e.key(), i)));
+                self.pending[i] = Some(e);
+                Ok(())
+            }
+            Some(Err(m)) => Err(m),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Iterator for Merged<'_> {
+    type Item = Result<IndexEntry, String>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let std::cmp::Reverse((_, i)) = self.heads.pop()?;
+        let e = self.pending[i].take()?;
+        if let Err(m) = self.refill(i) {
+            self.failed = true;
+            return Some(Err(m));
+        }
+        Some(Ok(e))
+    }
+}
+
 impl StoreReader {
+    /// Merge one due group of index files into one, swap it in for readers, and
+    /// delete the inputs. `Ok(false)` when nothing is due (or the group changed
+    /// meanwhile, e.g. by retention). Callers hold the merge flag.
+    fn merge_step(&self) -> Result<bool, StoreError> {
+        let Some(group) = merge_group(&self.shared.state.read().runs) else {
+            return Ok(false);
+        };
+        let mut table: std::collections::BTreeMap<Mab, u32> = std::collections::BTreeMap::new();
+        for r in &group {
+            for m in r.mab_table() {
+                *table.entry(m.mab).or_default() |= m.classes;
+            }
+        }
+        let ids: HashMap<Mab, u16> = table
+            .keys()
+            .enumerate()
+            .map(|(i, m)| (*m, i as u16))
+            .collect();
+        let mabs: Vec<ivip_wire::history::MabEntry> = table
+            .iter()
+            .map(|(m, c)| ivip_wire::history::MabEntry {
+                mab: *m,
+                classes: *c,
+            })
+            .collect();
+        let segments: Vec<ivip_wire::history::SegmentSummary> =
+            group.iter().flat_map(|r| r.segments().to_vec()).collect();
+        let count: u64 = group.iter().map(|r| r.entry_count()).sum();
+        let mut merged = Merged {
+            inputs: Vec::new(),
+            heads: std::collections::BinaryHeap::new(),
+            pending: vec![None; group.len()],
+            failed: false,
+        };
+        for r in &group {
+            let remap: Vec<u16> = r.mab_table().iter().map(|m| ids[&m.mab]).collect();
+            merged.inputs.push(Box::new(r.iter_entries().map(move |e| {
+                e.map(|e| IndexEntry {
+                    mab: remap[usize::from(e.mab)],
+                    ..e
+                })
+            })));
+        }
+        for i in 0..group.len() {
+            merged.refill(i).map_err(StoreError::Config)?;
+        }
+        let dir = self.shared.dir.clone();
+        let path = index::write_run_iter(
+            &dir,
+            self.shared.block_shift,
+            &mabs,
+            &segments,
+            count,
+            merged,
+        )?;
+        let run = IndexRun::open(&path).map_err(|e| {
+            StoreError::Config(format!("index file {} just written: {e}", path.display()))
+        })?;
+        let swapped = {
+            let mut st = self.shared.state.write();
+            match st.runs.iter().position(|r| Arc::ptr_eq(r, &group[0])) {
+                Some(p)
+                    if st.runs.len() >= p + group.len()
+                        && st.runs[p..p + group.len()]
+                            .iter()
+                            .zip(&group)
+                            .all(|(a, b)| Arc::ptr_eq(a, b)) =>
+                {
+                    st.runs.splice(p..p + group.len(), [Arc::new(run)]);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !swapped {
+            std::fs::remove_file(&path).map_err(StoreError::io(&path, "cannot remove"))?;
+            return Ok(false);
+        }
+        for r in &group {
+            let p = r.path();
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(p, "cannot remove merged index file")(e)),
+            }
+        }
+        sync_dir_of(&dir)?;
+        log::info!(
+            "history: index files of segments {}..={} merged ({count} entries)",
+            group[0].first_segment(),
+            group[group.len() - 1].last_segment()
+        );
+        Ok(true)
+    }
+
+    fn merge_while_due(&self) {
+        loop {
+            match self.merge_step() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    log::error!(
+                        "history: merging index files failed: {e}; searches stay correct, only slower"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
@@ -869,6 +1106,58 @@ mod tests {
         );
         std::fs::remove_dir_all(&d).unwrap();
         let _ = std::fs::remove_dir_all(tmp("keep"));
+    }
+
+    #[test]
+    fn index_files_merge_and_a_merge_cut_short_recovers() {
+        let d = tmp("merge");
+        let cfg = StoreConfig {
+            segment_bytes_max: 4096,
+            ..small()
+        };
+        let before;
+        {
+            let (mut s, _) = Store::open(&d, cfg).unwrap();
+            for i in 0..1500 {
+                s.append(&gap(i)).unwrap();
+                if i % 10 == 9 {
+                    s.commit().unwrap();
+                }
+            }
+            s.merge_now().unwrap();
+            let r = s.reader();
+            let (spans, n) = r
+                .view(|_, runs| {
+                    (
+                        runs.iter()
+                            .map(|x| x.last_segment() - x.first_segment() + 1)
+                            .collect::<Vec<_>>(),
+                        runs.len(),
+                    )
+                })
+                .0;
+            assert!(spans.iter().any(|&x| x >= 8), "{spans:?}");
+            assert!(n < spans.iter().sum::<u32>() as usize);
+            before = r.status();
+        }
+        // A crash after the merged file was renamed in, before its inputs were
+        // deleted: put back an input file that the merged one covers.
+        let runs = index::list_runs(&d).unwrap();
+        let &(f, l) = runs.iter().find(|(f, l)| l > f).unwrap();
+        let merged = std::fs::read(index::run_path(&d, f, l)).unwrap();
+        std::fs::write(index::run_path(&d, f, f), &merged).unwrap();
+        std::fs::write(d.join(INDEX_DIR).join("x.hidx.tmp"), b"half").unwrap();
+        let (s, rep) = Store::open(&d, cfg).unwrap();
+        assert_eq!(rep.bad_index_files.len(), 1, "{rep:?}");
+        assert!(rep.damage.is_empty());
+        let after = s.reader().status();
+        assert_eq!(
+            (after.index_entries, after.earliest_us, after.latest_us),
+            (before.index_entries, before.earliest_us, before.latest_us)
+        );
+        assert!(!d.join(INDEX_DIR).join("x.hidx.tmp").exists());
+        assert_eq!(count(&s.reader()), 1500);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
