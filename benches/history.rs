@@ -365,11 +365,14 @@ fn scale(changes: u64, micronets_per_mab: u64, queries: usize) {
     }
     store.commit().unwrap();
     let gen_s = started.elapsed().as_secs_f64();
-    // Seal the last segment too, so every index entry is on disk and counted.
+    // Seal the last segment too, so every index entry is on disk and counted,
+    // and let the index files merge as a running recorder's would.
     store.seal().unwrap();
+    store.merge_now().unwrap();
     let t1 = w.now_us();
     let bytes = disk_bytes(&d);
     let segments = store.reader().status().segments;
+    let index_files = store.reader().view(|_, runs| runs.len()).0;
     figure(
         "store_changes_per_s",
         total as f64 / gen_s,
@@ -392,6 +395,7 @@ fn scale(changes: u64, micronets_per_mab: u64, queries: usize) {
             ("disk_bytes", bytes.to_string()),
             ("baseline_bytes", baseline_bytes.to_string()),
             ("segments", segments.to_string()),
+            ("index_files", index_files.to_string()),
             ("micronets", w.micronet_count().to_string()),
             (
                 "counts",
