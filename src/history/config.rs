@@ -54,7 +54,7 @@ impl Default for StoreEntry {
         StoreEntry {
             segment_bytes: super::store::SEGMENT_BYTES_MAX_DEFAULT,
             verify_on_start: true,
-            checkpoint_hours: 24,
+            checkpoint_hours: 720,
         }
     }
 }

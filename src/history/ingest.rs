@@ -93,7 +93,7 @@ impl Default for RepairSettings {
             range_max: 1024,
             snapshot_wait: Duration::from_secs(30),
             resync_retry: Duration::from_secs(10),
-            checkpoint_us: 24 * 3_600_000_000,
+            checkpoint_us: 720 * 3_600_000_000,
         }
     }
 }
