@@ -316,7 +316,7 @@ fn ingest_rate(changes: usize) {
         &[
             ("changes", total.to_string()),
             ("payloads", payloads.len().to_string()),
-            ("sets_per_payload", SETS_PER_PAYLOAD.to_string()),
+            ("sets_per_payload", format!("{:.1}", total as f64 / payloads.len() as f64)),
             ("fdatasyncs", commits.to_string()),
             ("gaps", gaps.to_string()),
             ("path", "\"recorder daemon over loopback UDP, two feeds: check, Ed25519 verify, table apply, encode, append, fdatasync before progress is acknowledged\"".into()),
