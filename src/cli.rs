@@ -10,8 +10,16 @@ pub(crate) const USAGE: &str = "\
 usage: ivip <command> [options]
 
 daemons (each takes --config FILE, a TOML file; see contrib/examples/):
+  ruas --config FILE         authoritative root: master database, SUMUC ingest, payloads, snapshots
+  qsd --config FILE          full-database query server: boots from snapshots, follows the stream
+  qsc --config FILE          caching query server: answers from cache, asks QSDs, relays notifications
   replicator --config FILE   copy update payloads: Fresh/Repeat, fan-out, feed failover
   mps --config FILE          keep payloads ~10 minutes, serve them over HTTP, fill gaps from peers
+  uas --config FILE          end users' update authorisation server: HTTP API and web
+                             page; checks, audits, signs and forwards their sets
+  uas hash-password [--password-file FILE]
+                             print an Argon2id hash for a UAS user (stdin if no file)
+  uas audit DIR              print a UAS audit trail as JSON lines
   history --config FILE      record every mapping change durably; search it over HTTP
 
 tools:
@@ -20,6 +28,14 @@ tools:
                           ask a QSD or QSC for an address's mapping; exit status
                           0 mapped, 3 unassigned (in a MAB, no micronet),
                           4 not SPI space, 1 no answer or error
+  update --uas URL --user NAME (--password-file F | --key-file F) [--dry-run]
+         [--execute-at-us T] [--idempotency-key K] [--uas-key HEX] COMMAND...
+  update --uas URL --user NAME (--password-file F | --key-file F) --list
+                          submit (or dry-run) one command set to a UAS, or list
+                          your micronets. COMMAND: set-etr RANGE ETR | define
+                          RANGE ETR | split RANGE at N | join RANGE | delete RANGE;
+                          RANGE is START+LEN or FIRST-LAST. Exit status 0 done,
+                          3 refused, 1 no answer or error
   history ADDRESS --server URL [--from TIME] [--to TIME] [--json]
                           every mapping ADDRESS had in the window, with the RUAS
                           and payload behind each (TIME: RFC 3339 or µs since 1970)
@@ -52,11 +68,23 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         }
         "keygen" => keygen(args),
         "ruas" => ruas(args),
+        "qsd" => qsd(args),
+        "qsc" => qsc(args),
         "query" => query(args),
         "replicator" => replicator(args),
         "mps" => mps(args),
+        "uas" => tool(ivip::uas::tool::uas_main(args)),
+        "update" => tool(ivip::uas::tool::update_main(args)),
         "history" => history(args),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn tool(r: Result<u8, ivip::uas::tool::ToolError>) -> Result<ExitCode, Failed> {
+    match r {
+        Ok(code) => Ok(ExitCode::from(code)),
+        Err(ivip::uas::tool::ToolError::Usage(m)) => Err(Failed::Usage(m)),
+        Err(ivip::uas::tool::ToolError::Error(m)) => Err(Failed::Error(m)),
     }
 }
 
@@ -88,6 +116,21 @@ fn ruas(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let cfg = ivip::ruas::RuasConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::ruas::run(&cfg, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsd(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let s = ivip::qsd::QsdConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsd::run(&s, ivip::daemon::Shutdown::on_signals())
+        .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn qsc(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    let path = config_path(args)?;
+    let c = ivip::qsc::QscConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
+    ivip::qsc::run(&c, ivip::daemon::Shutdown::on_signals()).map_err(Failed::Error)?;
     Ok(ExitCode::SUCCESS)
 }
 

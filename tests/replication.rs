@@ -623,6 +623,10 @@ fn mps_gets_missed_payloads_from_its_peer_and_never_keeps_forgeries() {
     wait_until("M2 to fill 5..=9 from M1", Duration::from_secs(10), || {
         (5..=9).all(|s| m2.store().contains(id(s)))
     });
+    // The rest came on M2's own feed; under load it may still be on its way.
+    wait_until("M2 to hold 1..=20", Duration::from_secs(10), || {
+        (1..=20).all(|s| m2.store().contains(id(s)))
+    });
     // Over HTTP, as a QSD would ask: one by one and as a range.
     for s in 1..=20u32 {
         let r = http.get(&format!("{m2_url}/payload/3/1/{s}")).unwrap();

@@ -246,6 +246,7 @@ impl UdpLoop {
                             }
                         }
                     }
+                    core.handle_batch_end(now, out);
                     self.flush(core, send, out);
                     // A short batch means the queue is empty: on Linux a datagram
                     // that arrives later raises a new readiness event by itself.

@@ -213,6 +213,11 @@ pub trait DatagramCore {
     /// never passed to `handle_datagram`. Cores count it.
     fn handle_oversized(&mut self, _now: Instant, _from: SocketAddr) {}
 
+    /// Every datagram of one receive batch has been handed to `handle_datagram`:
+    /// a core that batches work (signature checks, table look-ups) does it now,
+    /// before the loop flushes the outbox.
+    fn handle_batch_end(&mut self, _now: Instant, _out: &mut Outbox) {}
+
     /// Run timers. Calling it before `poll_timeout()` is harmless.
     fn handle_timeout(&mut self, now: Instant, out: &mut Outbox);
 

@@ -39,6 +39,9 @@ fn default_snapshot_interval_s() -> u64 {
 fn default_replay_window_s() -> u64 {
     300
 }
+fn default_http_threads() -> usize {
+    32
+}
 fn default_segment_bytes() -> u64 {
     64 << 20
 }
@@ -84,6 +87,10 @@ pub struct RuasConfig {
     /// SUMUCs signed longer ago than this are refused as stale.
     #[serde(default = "default_replay_window_s")]
     pub replay_window_s: u64,
+    /// HTTP worker threads. Each waits for the writer's group commit while it
+    /// holds a request, so this bounds how many SUMUCs share one fsync.
+    #[serde(default = "default_http_threads")]
+    pub http_threads: usize,
     /// A new WAL segment after this many bytes.
     #[serde(default = "default_segment_bytes")]
     pub wal_segment_bytes: u64,
@@ -160,6 +167,9 @@ impl RuasConfig {
                 "list at least one level-0 replicator address".into(),
             );
         }
+        if self.http_threads == 0 || self.http_threads > 1024 {
+            return bad("http_threads", "must be between 1 and 1024".into());
+        }
         if self.heartbeat_ms == 0 {
             return bad(
                 "heartbeat_ms",
@@ -214,3 +224,43 @@ impl RuasConfig {
 }
 
 use crate::sign::Verifier as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/examples/ruas.toml");
+        let c = RuasConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.uas[0].ranges.len(), 2);
+        assert!(c.key_file.ends_with("contrib/examples/ruas.key"));
+    }
+
+    fn parse(text: &str) -> Result<RuasConfig, ConfigError> {
+        let p = Path::new("r.toml");
+        let c: RuasConfig = crate::config::parse(p, text)?;
+        c.check(p)?;
+        Ok(c)
+    }
+
+    const BASE: &str = "ruas_id = 1\nkey_file = \"k\"\ndata_dir = \"d\"\nhttp_listen = \"127.0.0.1:0\"\n\
+                        replicators = [\"127.0.0.1:9\"]\nmabs = [\"20.0.0.0/14\"]\n";
+
+    #[test]
+    fn bad_values_name_their_key() {
+        assert!(parse(BASE).is_ok());
+        let e = parse(&BASE.replace("ruas_id = 1", "ruas_id = 200")).unwrap_err();
+        assert!(e.to_string().contains("`ruas_id`"), "{e}");
+        let e = parse(&BASE.replace("[\"20.0.0.0/14\"]", "[\"20.0.0.1/14\"]")).unwrap_err();
+        assert!(e.to_string().contains("not a MAB"), "{e}");
+        let e = parse(&BASE.replace("[\"20.0.0.0/14\"]", "[\"20.0.0.0/14\", \"20.1.0.0/16\"]"))
+            .unwrap_err();
+        assert!(e.to_string().contains("overlap"), "{e}");
+        let e = parse(&format!(
+            "{BASE}[[uas]]\nname = \"a\"\npublic_key = \"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a\"\nranges = [\"21.0.0.0+5\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("uas[0].ranges[0]"), "{e}");
+    }
+}

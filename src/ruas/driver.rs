@@ -526,13 +526,14 @@ pub fn start(cfg: &RuasConfig, shutdown: Shutdown) -> Result<Ruas, RuasError> {
         ),
         registry: registry.clone(),
         replay_window_s: cfg.replay_window_s,
+        answer_key: key.clone(),
     };
     let state = Arc::new(state);
     let http = HttpServer::spawn(
         cfg.http_listen,
         "ruas",
         ServerConfig {
-            threads: 4,
+            threads: cfg.http_threads,
             body_max: ivip_wire::sumuc::SUMUC_LEN_MAX,
         },
         shutdown.clone(),

@@ -19,7 +19,7 @@ use crate::delegation::{Child, Refusal, authorise};
 use crate::http::{Request, Response};
 use crate::metrics::{Counter, CounterVec, Registry};
 use crate::range::UnitRange;
-use crate::sign::Verifier;
+use crate::sign::{KeyPair, Verifier};
 use crate::table::{Change, DbReader, Mapping};
 
 /// How long an HTTP thread waits for the writer before answering 503.
@@ -73,6 +73,9 @@ pub struct HttpState {
     pub rejected: CounterVec,
     /// Replay window for SUMUC timestamps.
     pub replay_window_s: u64,
+    /// Signs answers to `/v1/sumuc` and `/v1/mapping` (spec: uas-api.md §6): a UAS
+    /// accepts its parent's answers only with this signature.
+    pub answer_key: KeyPair,
 }
 
 fn json_response(status: u16, v: &Value) -> Response {
@@ -106,8 +109,29 @@ impl HttpState {
         error(status, code, detail)
     }
 
-    /// Route one request.
+    /// Route one request; sign the answer where a UAS will check it.
     pub fn handle(&self, r: &Request) -> Response {
+        let mut resp = self.route(r);
+        if matches!(r.segments().as_slice(), ["v1", "sumuc" | "mapping"]) {
+            let url = if r.query.is_empty() {
+                r.path.clone()
+            } else {
+                format!("{}?{}", r.path, r.query)
+            };
+            let sig = crate::uas::forward::sign_answer(
+                &self.answer_key,
+                &r.method,
+                &url,
+                &r.body,
+                resp.status,
+                &resp.body,
+            );
+            resp = resp.with_header(crate::uas::forward::ANSWER_SIGNATURE_HEADER, &sig);
+        }
+        resp
+    }
+
+    fn route(&self, r: &Request) -> Response {
         let segs = r.segments();
         match (r.method.as_str(), segs.as_slice()) {
             ("POST", ["v1", "sumuc"]) => self.sumuc(r),
@@ -214,7 +238,7 @@ impl HttpState {
                 json_response(
                     409,
                     &json!({"error": "invalid_commands", "detail": e.to_string(), "command": e.index,
-                            "reason": format!("{:?}", e.reason)}),
+                            "reason": e.reason.code()}),
                 )
             }
         }

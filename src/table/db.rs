@@ -18,7 +18,7 @@ use ivip_wire::{Command, Family, Mab};
 
 use super::error::DbError;
 use super::mab::{Snap, Table, TableView, Version};
-use super::node::{RawRun, TreeRef, batch};
+use super::node::{RawRun, batch};
 use super::{Changes, Mapping};
 
 struct Slot {
@@ -295,31 +295,24 @@ fn answer(dir: &Directory, family: Family, items: &mut [(usize, u64, usize)], ou
         pos[k] = guards.len() - 1;
     }
     let snaps: Vec<Snap<'_>> = guards.iter().map(|g| g.snap()).collect();
+    // Each MAB's units in one batch, in the sorted order.
+    let units: Vec<u64> = order.iter().map(|&k| items[k].1).collect();
     let mut raw = vec![RawRun::default(); items.len()];
-    match family {
-        Family::V4 => {
-            let trees: Vec<TreeRef<'_, u32>> = snaps
-                .iter()
-                .filter_map(|s| match s {
-                    Snap::V4(t) => Some(*t),
-                    Snap::V6(..) => None,
-                })
-                .collect();
-            batch(&trees, items.len(), |k| (pos[k], items[k].1), &mut raw);
+    let mut at = 0;
+    while at < order.len() {
+        let p = pos[order[at]];
+        let mut end = at;
+        while end < order.len() && pos[order[end]] == p {
+            end += 1;
         }
-        Family::V6 => {
-            let trees: Vec<TreeRef<'_, u64>> = snaps
-                .iter()
-                .filter_map(|s| match s {
-                    Snap::V6(t, _) => Some(*t),
-                    Snap::V4(_) => None,
-                })
-                .collect();
-            batch(&trees, items.len(), |k| (pos[k], items[k].1), &mut raw);
+        match snaps[p] {
+            Snap::V4(t) => batch(&t, &units[at..end], &mut raw[at..end]),
+            Snap::V6(t, _) => batch(&t, &units[at..end], &mut raw[at..end]),
         }
+        at = end;
     }
-    for (k, r) in raw.into_iter().enumerate() {
-        out[items[k].2] = snaps[pos[k]].decode_raw(r);
+    for (j, &k) in order.iter().enumerate() {
+        out[items[k].2] = snaps[pos[k]].decode_raw(raw[j]);
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::alloc::Layout;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -29,9 +30,41 @@ fn top_layout(cap: usize) -> Layout {
     Layout::array::<*mut u128>(cap).unwrap_or_else(|_| Layout::new::<*mut u128>())
 }
 
+/// A fast hasher for ETRs (the keys are not attacker-chosen in a way that matters:
+/// a RUAS signs every set, and a collision only slows one table down).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct EtrHash;
+
+/// The state of [`EtrHash`].
+#[derive(Default)]
+pub(crate) struct EtrHasher(u64);
+
+impl Hasher for EtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        let x = (n as u64) ^ ((n >> 64) as u64).rotate_left(32);
+        let h = x.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+impl BuildHasher for EtrHash {
+    type Hasher = EtrHasher;
+    fn build_hasher(&self) -> EtrHasher {
+        EtrHasher(0)
+    }
+}
+
 /// The writer's dictionary.
 pub(crate) struct Dict {
-    index: HashMap<u128, u32>,
+    index: HashMap<u128, u32, EtrHash>,
     refs: Vec<u32>,
     vals: Vec<u128>,
     free: Vec<u32>,
@@ -60,6 +93,16 @@ unsafe impl Send for DictRef<'_> {}
 unsafe impl Sync for DictRef<'_> {}
 
 impl DictRef<'_> {
+    /// Start loading the entry at `idx`.
+    #[inline]
+    pub(crate) fn prefetch(&self, idx: u32) {
+        let i = idx as usize;
+        if i / CHUNK < self.chunks {
+            // SAFETY: a live chunk pointer; the address is inside its chunk.
+            unsafe { super::node::prefetch((*self.top.add(i / CHUNK)).add(i % CHUNK)) }
+        }
+    }
+
     /// The ETR at `idx` (0 if out of range, which a well-formed tree never asks).
     #[inline]
     pub(crate) fn get(&self, idx: u32) -> u128 {
@@ -103,7 +146,7 @@ impl Dict {
         let top = alloc_zeroed_block(top_layout(cap)).cast::<*mut u128>();
         mem.created(top.as_ptr() as usize, top_layout(cap).size());
         Dict {
-            index: HashMap::new(),
+            index: HashMap::default(),
             refs: Vec::new(),
             vals: Vec::new(),
             free: Vec::new(),

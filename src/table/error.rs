@@ -59,6 +59,30 @@ pub enum Reason {
     },
     /// Join of a range that is a single micronet.
     JoinSingle,
+    /// Building a table: a micronet starts before the end of the one before it.
+    Unsorted,
+}
+
+impl Reason {
+    /// A stable token for the reason (the `reason` of a 409 `invalid_commands`
+    /// answer at a RUAS or UAS; spec: commands.md §4, http.md, uas-api.md).
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Reason::WrongFamily => "wrong_family",
+            Reason::EmptyRange => "empty_range",
+            Reason::BadSplitOffset => "bad_split_offset",
+            Reason::OutsideMab => "outside_mab",
+            Reason::ReservedEtr => "reserved_etr",
+            Reason::NoSuchMicronet => "no_such_micronet",
+            Reason::LengthMismatch { .. } => "length_mismatch",
+            Reason::NotZero { .. } => "not_zero",
+            Reason::Overlap { .. } => "overlap",
+            Reason::JoinGap { .. } => "join_gap",
+            Reason::JoinEndsInside { .. } => "join_ends_inside",
+            Reason::JoinSingle => "join_single",
+            Reason::Unsorted => "unsorted",
+        }
+    }
 }
 
 /// A command set that could not be applied: which command, and why. Nothing changed.
@@ -124,11 +148,46 @@ impl fmt::Display for ApplyError {
             Reason::JoinSingle => {
                 f.write_str("the range is a single micronet; join needs two or more")
             }
+            Reason::Unsorted => f.write_str("micronets must be ascending and disjoint"),
         }
     }
 }
 
 impl std::error::Error for ApplyError {}
+
+/// A micronet that cannot go into a table being built ([`super::Table::from_micronets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildError {
+    /// Its position in the input, from 0.
+    pub index: u64,
+    /// The micronet.
+    pub micronet: super::Micronet,
+    /// Why.
+    pub reason: Reason,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = &self.micronet;
+        write!(
+            f,
+            "micronet {} ({}+{} -> {}): ",
+            self.index,
+            unit_addr(m.etr.family(), m.start),
+            m.len,
+            m.etr
+        )?;
+        match self.reason {
+            Reason::EmptyRange => f.write_str("length zero"),
+            Reason::WrongFamily => f.write_str("ETR of the other family"),
+            Reason::ReservedEtr => f.write_str("255.255.255.255 cannot be an ETR"),
+            Reason::OutsideMab => f.write_str("not inside the MAB"),
+            _ => f.write_str("starts before the end of the micronet before it"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
 
 /// Why a snapshot could not be loaded. Each variant says what was wrong with the
 /// file; the table that was to receive it is not created.

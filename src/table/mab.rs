@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use ivip_wire::{Command, Etr, Family, Mab};
 
 use super::dict::{Dict, DictRaw, DictRef};
-use super::error::ApplyError;
+use super::error::{ApplyError, BuildError, Reason};
 use super::node::{GAP, NodePtr, RawRun, RunIter, TreeRef, Unit};
 use super::stage::{Base, Stage, WVal, Window};
 use super::tree::{Bag, Mem, Tree};
@@ -34,7 +34,7 @@ impl<'a> Snap<'a> {
 
     #[inline]
     fn decode(&self, r: RawRun) -> Mapping {
-        let len = (r.end - u128::from(r.start)) as u64;
+        let len = r.len;
         if r.val == GAP {
             return Mapping::Unassigned {
                 start: r.start,
@@ -83,27 +83,42 @@ impl<'a> Snap<'a> {
     }
 
     pub(crate) fn lookup_batch(&self, units: &[u64], out: &mut [Mapping]) {
+        /// Look-ups per round: bounds the stack arrays below (kept small: they are
+        /// initialised on every call).
+        const ROUND: usize = 64;
         let n = units.len().min(out.len());
         let (lo, hi) = self.lo_hi();
-        // Units outside the MAB are answered at once; the rest go through the
-        // batched descent together.
-        let mut inside: Vec<u64> = Vec::with_capacity(n);
-        let mut at: Vec<usize> = Vec::with_capacity(n);
-        for (i, &u) in units[..n].iter().enumerate() {
-            if u < lo || u128::from(u) >= hi {
-                out[i] = Mapping::OutsideMab;
-            } else {
-                inside.push(u);
-                at.push(i);
+        let mut inside = [0u64; ROUND];
+        let mut at = [0usize; ROUND];
+        let mut raw = [RawRun::default(); ROUND];
+        for base in (0..n).step_by(ROUND) {
+            // Units outside the MAB are answered at once; the rest go through the
+            // batched descent together.
+            let mut k = 0;
+            for i in base..n.min(base + ROUND) {
+                let u = units[i];
+                if u < lo || u128::from(u) >= hi {
+                    out[i] = Mapping::OutsideMab;
+                } else {
+                    inside[k] = u;
+                    at[k] = i;
+                    k += 1;
+                }
             }
-        }
-        let mut raw = vec![RawRun::default(); inside.len()];
-        match self {
-            Snap::V4(t) => t.find_batch(&inside, &mut raw),
-            Snap::V6(t, _) => t.find_batch(&inside, &mut raw),
-        }
-        for (r, i) in raw.into_iter().zip(at) {
-            out[i] = self.decode(r);
+            match self {
+                Snap::V4(t) => t.find_batch(&inside[..k], &mut raw[..k]),
+                Snap::V6(t, d) => {
+                    t.find_batch(&inside[..k], &mut raw[..k]);
+                    for r in &raw[..k] {
+                        if r.val != GAP {
+                            d.prefetch(r.val);
+                        }
+                    }
+                }
+            }
+            for j in 0..k {
+                out[at[j]] = self.decode(raw[j]);
+            }
         }
     }
 
@@ -144,12 +159,16 @@ impl Runs<'_> {
     /// The next run: start, end, ETR as `u128` or `None` for unassigned.
     pub(crate) fn next_run(&mut self) -> Option<(u64, u128, Option<u128>)> {
         match self {
-            Runs::V4(it) => it
-                .next()
-                .map(|r| (r.start, r.end, (r.val != GAP).then_some(u128::from(r.val)))),
+            Runs::V4(it) => it.next().map(|r| {
+                (
+                    r.start,
+                    r.end(),
+                    (r.val != GAP).then_some(u128::from(r.val)),
+                )
+            }),
             Runs::V6(it, d) => it
                 .next()
-                .map(|r| (r.start, r.end, (r.val != GAP).then(|| d.get(r.val)))),
+                .map(|r| (r.start, r.end(), (r.val != GAP).then(|| d.get(r.val)))),
         }
     }
 }
@@ -204,7 +223,7 @@ impl Base for StageBase<'_> {
 
     fn find(&self, u: u64) -> (u64, u128, WVal) {
         let r = self.snap.find(u);
-        (r.start, r.end, self.snap.wval(r.val))
+        (r.start, r.end(), self.snap.wval(r.val))
     }
 
     fn runs_between(&self, lo: u64, hi: u128, out: &mut Vec<(u64, WVal)>) {
@@ -290,6 +309,15 @@ pub struct Table {
     last_bag: Arc<Bag>,
     graveyard: VecDeque<Arc<Version>>,
     unpublished: bool,
+    /// Buffers reused from set to set (no allocation per set in the common case).
+    scratch: Scratch,
+}
+
+#[derive(Default)]
+struct Scratch {
+    windows: Vec<Window>,
+    spare: Vec<Window>,
+    runs: Vec<(u64, u32)>,
 }
 
 impl core::fmt::Debug for Table {
@@ -306,6 +334,53 @@ impl Table {
     /// An empty table: every unit of `mab` unassigned, per-MAB sequence 0.
     pub fn new(mab: Mab) -> Table {
         Table::from_runs(mab, 0, core::iter::empty())
+    }
+
+    /// A table holding `micronets` at per-MAB sequence `mab_seq`, built in one pass
+    /// (loading a RUAS's state, tests, benchmarks). The micronets must be ascending,
+    /// disjoint, inside the MAB, of its family, and not map to 255.255.255.255.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming the first micronet that breaks a rule.
+    pub fn from_micronets(
+        mab: Mab,
+        mab_seq: u64,
+        micronets: impl IntoIterator<Item = Micronet>,
+    ) -> Result<Table, BuildError> {
+        let mut first_err: Option<BuildError> = None;
+        let mut prev_end = u128::from(mab.start());
+        let mut index = 0u64;
+        let checked = micronets.into_iter().map_while(|m| {
+            let reason = if m.len == 0 {
+                Some(Reason::EmptyRange)
+            } else if m.etr.family() != mab.family() {
+                Some(Reason::WrongFamily)
+            } else if m.etr == Etr::V4(Ipv4Addr::BROADCAST) {
+                Some(Reason::ReservedEtr)
+            } else if !mab.contains_range(m.start, m.len) {
+                Some(Reason::OutsideMab)
+            } else if u128::from(m.start) < prev_end {
+                Some(Reason::Unsorted)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                first_err = Some(BuildError {
+                    index,
+                    micronet: m,
+                    reason,
+                });
+                return None;
+            }
+            index += 1;
+            prev_end = u128::from(m.start) + u128::from(m.len);
+            Some((m.start, m.len, m.etr.to_u128()))
+        });
+        let t = Table::from_runs(mab, mab_seq, checked);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(t),
+        }
     }
 
     /// A table from micronets, ascending and disjoint, each inside the MAB, none
@@ -358,6 +433,7 @@ impl Table {
             last_bag: bag,
             graveyard: VecDeque::new(),
             unpublished: false,
+            scratch: Scratch::default(),
         }
     }
 
@@ -456,20 +532,82 @@ impl Table {
     /// # Errors
     /// [`ApplyError`] naming the failing command and why.
     pub fn apply(&mut self, cmds: &[Command]) -> Result<Changes, ApplyError> {
-        let (windows, changes) = {
+        let windows = core::mem::take(&mut self.scratch.windows);
+        let spare = core::mem::take(&mut self.scratch.spare);
+        let staged = {
             let base = StageBase {
                 snap: self.snap(),
                 mab: self.mab,
             };
-            let mut st = Stage::new(&base);
-            stage_all(&mut st, cmds)?;
-            let ch = st.changes();
-            (st.windows, ch)
+            let mut st = Stage::with_spare(&base, windows, spare);
+            match stage_all(&mut st, cmds) {
+                Ok(()) => {
+                    let ch = st.changes();
+                    Ok((st.windows, st.spare, ch))
+                }
+                Err(e) => Err((st.windows, st.spare, e)),
+            }
         };
-        for w in windows {
+        let (windows, spare, changes) = match staged {
+            Ok(x) => x,
+            Err((w, sp, e)) => {
+                self.recycle(w, sp);
+                return Err(e);
+            }
+        };
+        for w in &windows {
             self.commit(w);
         }
+        self.recycle(windows, spare);
         Ok(changes)
+    }
+
+    fn recycle(&mut self, mut windows: Vec<Window>, mut spare: Vec<Window>) {
+        spare.append(&mut windows);
+        // Keep a few windows' buffers; a huge set does not pin its memory.
+        spare.truncate(8);
+        for w in &mut spare {
+            if w.runs.capacity() > 1024 {
+                *w = Window::default();
+            }
+        }
+        self.scratch.windows = windows;
+        self.scratch.spare = spare;
+    }
+
+    /// Apply several command sets in order, each exactly as [`Table::apply`] would
+    /// (in order, as one, nothing changed if it fails); `each` receives each set's
+    /// result in turn. Faster than one `apply` per set when there are many: the
+    /// pages the next sets will touch are fetched into the cache, all at once, before
+    /// they are applied, so their memory latencies overlap.
+    pub fn apply_many<'c>(
+        &mut self,
+        sets: impl IntoIterator<Item = &'c [Command]>,
+        mut each: impl FnMut(Result<Changes, ApplyError>),
+    ) {
+        /// Sets fetched ahead at once.
+        const AHEAD: usize = 32;
+        let mut chunk: Vec<&[Command]> = Vec::with_capacity(AHEAD);
+        let mut units: Vec<u64> = Vec::with_capacity(2 * AHEAD);
+        let mut sets = sets.into_iter().peekable();
+        while sets.peek().is_some() {
+            chunk.clear();
+            chunk.extend(sets.by_ref().take(AHEAD));
+            units.clear();
+            for c in chunk.iter().flat_map(|s| s.iter()).take(2 * AHEAD) {
+                let (s, len) = c.range();
+                if len > 0 && self.mab.contains(s) {
+                    units.push(s);
+                }
+            }
+            match self.snap() {
+                Snap::V4(t) => super::node::warm(&t, &units),
+                Snap::V6(t, _) => super::node::warm(&t, &units),
+            }
+            for set in &chunk {
+                each(self.apply(set));
+            }
+        }
     }
 
     /// [`Table::apply`], then record `mab_seq` as the sequence the table reflects.
@@ -483,41 +621,51 @@ impl Table {
         Ok(ch)
     }
 
-    fn commit(&mut self, w: Window) {
+    fn commit(&mut self, w: &Window) {
         if w.runs == w.base {
             return;
         }
         let nets = |r: &[(u64, WVal)]| r.iter().filter(|x| x.1 != WVal::Gap).count() as u64;
         self.micronets = self.micronets + nets(&w.runs) - nets(&w.base);
         self.unpublished = true;
+        // Only values changed (set-etr, or a define over exactly one zero micronet or
+        // gap): the fast path keeps every boundary.
+        let same_bounds =
+            w.runs.len() == w.base.len() && w.runs.iter().zip(&w.base).all(|(a, b)| a.0 == b.0);
+        let mem = &mut self.mem;
+        let mut runs = core::mem::take(&mut self.scratch.runs);
+        runs.clear();
         match &mut self.state {
-            State::V4(t) => {
-                let runs: Vec<(u64, u32)> = w
-                    .runs
-                    .iter()
-                    .map(|&(s, v)| match v {
-                        WVal::Gap => (s, GAP),
-                        WVal::Net(x) => (s, x as u32),
-                    })
-                    .collect();
-                t.replace(&mut self.mem, w.lo, w.hi, &runs);
-            }
-            State::V6(t, d) => {
-                let runs: Vec<(u64, u32)> = w
-                    .runs
-                    .iter()
-                    .map(|&(s, v)| match v {
-                        WVal::Gap => (s, GAP),
-                        WVal::Net(x) => (s, d.intern(&mut self.mem, x)),
-                    })
-                    .collect();
+            State::V4(_) => runs.extend(w.runs.iter().map(|&(s, v)| match v {
+                WVal::Gap => (s, GAP),
+                WVal::Net(x) => (s, x as u32),
+            })),
+            State::V6(_, d) => {
+                runs.extend(w.runs.iter().map(|&(s, v)| match v {
+                    WVal::Gap => (s, GAP),
+                    WVal::Net(x) => (s, d.intern(mem, x)),
+                }));
                 for &(_, v) in &w.base {
                     if let WVal::Net(x) = v {
                         d.release_etr(x);
                     }
                 }
-                t.replace(&mut self.mem, w.lo, w.hi, &runs);
             }
+        }
+        match &mut self.state {
+            State::V4(t) => {
+                if !(same_bounds && t.set_vals(mem, &runs)) {
+                    t.replace(mem, w.lo, w.hi, &runs);
+                }
+            }
+            State::V6(t, _) => {
+                if !(same_bounds && t.set_vals(mem, &runs)) {
+                    t.replace(mem, w.lo, w.hi, &runs);
+                }
+            }
+        }
+        if runs.capacity() <= 4096 {
+            self.scratch.runs = runs;
         }
     }
 

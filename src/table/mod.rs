@@ -33,15 +33,16 @@
 //! - IPv6: start 8 bytes + a 4-byte index into a per-table ETR dictionary (each
 //!   distinct ETR stored once; `dict.rs`) = 12 bytes per run.
 //!
-//! Runs live in leaves of up to 256 (16 groups of 16, each group's starts then its
-//! values: 128 bytes IPv4, 192 IPv6), each allocated at its exact group count, with a
-//! 64-byte head line holding the group starts. Inner nodes hold up to 256 children
+//! Runs live in leaves: a head line naming where each of up to 16 lines starts,
+//! then 64-byte lines of runs side by side (8 IPv4 runs or 5 IPv6 runs per line),
+//! each leaf allocated at its exact line count. Inner nodes hold up to 256 children
 //! with a head line of every 16th key. Per IPv4 micronet that is 8 bytes, plus 8 for
-//! each unassigned gap, plus leaf heads, the unfilled part of each leaf's last group
+//! each unassigned gap, plus leaf heads, the unfilled part of each leaf's last line
 //! and the inner nodes (about 1 byte): about 9–10 bytes when gaps are rare (users'
 //! micronets tile their UABs), under the 12-byte budget while fewer than about a
-//! quarter of micronets are followed by a gap. IPv6: about 13–14 bytes plus the
-//! dictionary (the budget is 24). `cargo bench --bench table` measures it.
+//! quarter of micronets are followed by a gap. IPv6: about 16 bytes plus the
+//! dictionary (the budget is 24). Nodes come from a process-wide arena of 2 MiB
+//! huge-page chunks (`arena.rs`). `cargo bench --bench table` measures all this.
 //!
 //! # Copy on write
 //! Leaves and inner nodes are immutable once published; the writer copies a node
@@ -52,17 +53,20 @@
 //!
 //! # Look-ups
 //! A look-up descends inner nodes (head line, then one block of 16 keys and its 16
-//! child pointers) to a leaf (head line, then one group), so it reads about two
-//! uncached lines at the bottom and a few cached ones above. The batched look-up
-//! ([`TableView::lookup_batch`], [`DbReader::lookup_batch`]) runs 16 descents in
-//! turn, each step prefetching the lines its next step reads, so their memory
-//! latencies overlap (`node.rs`).
+//! child pointers) to a leaf (head line, then one line of runs), so it reads two
+//! uncached lines at the bottom and a few mostly cached ones above. The batched
+//! look-up ([`TableView::lookup_batch`], [`DbReader::lookup_batch`]) descends 32 at
+//! a time, level by level, each pass prefetching the lines the next pass reads, so
+//! their memory latencies overlap (`node.rs`). [`Table::apply_many`] uses the same
+//! descent to fetch the pages of the next sets before applying them.
 //!
 //! # Reading order
 //! [`mab`] (the table and its readers), `stage.rs` (command semantics), `tree.rs`
 //! (copy on write, reclamation), `node.rs` (layout, look-ups; the `unsafe`),
 //! `dict.rs`, `snapshot.rs` (hash and files), [`db`].
 
+#[allow(unsafe_code)] // audited: raw page memory, see the module docs
+mod arena;
 #[allow(unsafe_code)] // audited: raw page memory, see the module docs
 mod dict;
 mod error;
@@ -78,10 +82,21 @@ pub mod db;
 pub mod mab;
 
 pub use db::{Database, DbReader};
-pub use error::{ApplyError, DbError, Reason, SnapshotError};
+pub use error::{ApplyError, BuildError, DbError, Reason, SnapshotError};
 pub use mab::{RangeIter, Table, TableReader, TableView};
 
 use ivip_wire::Etr;
+
+/// Bytes of node memory the process has mapped for all tables (for metrics; freed
+/// nodes are reused, not returned to the system).
+pub fn node_memory_mapped_bytes() -> usize {
+    arena::mapped_bytes()
+}
+
+/// Bytes of node memory in use by all tables and the versions readers still hold.
+pub fn node_memory_in_use_bytes() -> usize {
+    arena::in_use_bytes()
+}
 
 /// A micronet: `len` units from `start`, mapped to `etr` (zero: drop).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,11 +4,13 @@
 //!
 //! # Layout (see the module doc of `table` for why)
 //!
-//! A **leaf** is one allocation, 64-byte aligned: a head line of 16 units — `h[0]`
-//! is the number of runs `n` (1..=256), `h[g]` for `g` in `1..16` is the first start
-//! of group `g` (or `U::MAX` past the last group) — then `ceil(n / 16)` groups of 16
-//! runs, each `starts: [U; 16]` then `vals: [u32; 16]` (128 bytes for IPv4, 192 for
-//! IPv6). A look-up reads the head line, then one group (two or three adjacent lines).
+//! A **leaf** is one allocation, 64-byte aligned: a head of 16 units — `h[0]` is
+//! the number of runs `n`, `h[g]` for `g` in `1..16` is the first start of line `g`
+//! (or `U::MAX` past the last line) — then `ceil(n / G)` lines of 64 bytes, each
+//! holding `G` runs side by side as (start, 4-byte value): `G = 8` for IPv4
+//! (8-byte runs), `G = 5` for IPv6 (12-byte runs). A leaf holds up to `16 G` runs
+//! (128 IPv4, 80 IPv6). A look-up reads the head (one line for IPv4, two for IPv6)
+//! and then exactly one line.
 //!
 //! An **inner node** has a fixed size: a head line (`h[0]` = number of children,
 //! `h[b]` = key of child `16 b`), 256 keys (the first unit of each child), and 256
@@ -30,16 +32,12 @@
 use core::fmt::Debug;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
-use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::alloc::Layout;
 
 /// Keys per block of an inner node and runs per group of a leaf.
 pub(crate) const B: usize = 16;
 /// Children per inner node at most.
 pub(crate) const FANOUT: usize = 256;
-/// Runs per leaf at most (16 groups of 16).
-pub(crate) const LEAF_MAX: usize = 256;
-/// Below this a leaf is merged with a neighbour.
-pub(crate) const LEAF_MIN: usize = 64;
 /// Below this an inner node is merged with a neighbour.
 pub(crate) const INNER_MIN: usize = 64;
 /// The stored value of an unassigned run. For IPv4 it is the ETR
@@ -47,18 +45,33 @@ pub(crate) const INNER_MIN: usize = 64;
 /// for IPv6 values are dictionary indices and this one is never handed out.
 pub(crate) const GAP: u32 = u32::MAX;
 
-/// A unit as stored: `u32` for IPv4, `u64` for IPv6.
+/// A unit as stored: `u32` for IPv4, `u64` for IPv6; and how a leaf's line of runs
+/// is laid out for it.
 pub(crate) trait Unit: Copy + Ord + Default + Send + Sync + Debug + 'static {
-    /// The largest value (padding in heads and groups).
+    /// The largest value (padding in heads and lines).
     const MAX: Self;
+    /// Runs per 64-byte line: a run is a start and a 4-byte value, side by side.
+    const G: usize;
+    /// Bytes per run in a line.
+    const SLOT: usize;
+    /// Runs per leaf at most: 16 lines (the head names 15 line starts).
+    const LEAF_MAX: usize = B * Self::G;
+    /// Below this a leaf is merged with a neighbour.
+    const LEAF_MIN: usize = Self::LEAF_MAX / 4;
     /// From a unit that is known to fit (checked against the MAB first).
     fn from_u64(v: u64) -> Self;
     /// As a `u64`.
     fn get(self) -> u64;
+    /// Read a start from a slot.
+    fn read(b: &[u8]) -> Self;
+    /// Write a start into a slot.
+    fn write(self, b: &mut [u8]);
 }
 
 impl Unit for u32 {
     const MAX: u32 = u32::MAX;
+    const G: usize = 8;
+    const SLOT: usize = 8;
     #[inline(always)]
     fn from_u64(v: u64) -> u32 {
         v as u32
@@ -67,10 +80,22 @@ impl Unit for u32 {
     fn get(self) -> u64 {
         u64::from(self)
     }
+    #[inline(always)]
+    fn read(b: &[u8]) -> u32 {
+        let mut a = [0u8; 4];
+        a.copy_from_slice(&b[..4]);
+        u32::from_ne_bytes(a)
+    }
+    #[inline(always)]
+    fn write(self, b: &mut [u8]) {
+        b[..4].copy_from_slice(&self.to_ne_bytes());
+    }
 }
 
 impl Unit for u64 {
     const MAX: u64 = u64::MAX;
+    const G: usize = 5;
+    const SLOT: usize = 12;
     #[inline(always)]
     fn from_u64(v: u64) -> u64 {
         v
@@ -78,6 +103,57 @@ impl Unit for u64 {
     #[inline(always)]
     fn get(self) -> u64 {
         self
+    }
+    #[inline(always)]
+    fn read(b: &[u8]) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_ne_bytes(a)
+    }
+    #[inline(always)]
+    fn write(self, b: &mut [u8]) {
+        b[..8].copy_from_slice(&self.to_ne_bytes());
+    }
+}
+
+/// A 64-byte line of a leaf: `U::G` runs, each a start then a 4-byte value
+/// (native byte order; this is memory, not a wire format), padded with starts of
+/// `U::MAX`.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct Line(pub(crate) [u8; 64]);
+
+impl Line {
+    #[inline(always)]
+    fn start<U: Unit>(&self, j: usize) -> U {
+        U::read(&self.0[j * U::SLOT..])
+    }
+
+    #[inline(always)]
+    fn val<U: Unit>(&self, j: usize) -> u32 {
+        let o = j * U::SLOT + U::SLOT - 4;
+        u32::from_ne_bytes([self.0[o], self.0[o + 1], self.0[o + 2], self.0[o + 3]])
+    }
+
+    #[inline(always)]
+    fn set<U: Unit>(&mut self, j: usize, start: U, val: u32) {
+        debug_assert!(U::G * U::SLOT <= 64 && j < U::G);
+        start.write(&mut self.0[j * U::SLOT..]);
+        self.set_val::<U>(j, val);
+    }
+
+    #[inline(always)]
+    fn set_val<U: Unit>(&mut self, j: usize, val: u32) {
+        let o = j * U::SLOT + U::SLOT - 4;
+        self.0[o..o + 4].copy_from_slice(&val.to_ne_bytes());
+    }
+
+    /// How many of the line's starts are `<= u`.
+    #[inline(always)]
+    fn count_le<U: Unit>(&self, u: U) -> usize {
+        (0..U::G)
+            .map(|j| usize::from(self.start::<U>(j) <= u))
+            .sum()
     }
 }
 
@@ -115,13 +191,6 @@ pub(crate) struct Head<U> {
     pub(crate) h: [U; B],
 }
 
-/// A group of 16 runs of a leaf.
-#[repr(C, align(64))]
-pub(crate) struct Group<U> {
-    pub(crate) starts: [U; B],
-    pub(crate) vals: [u32; B],
-}
-
 /// An inner node.
 #[repr(C, align(64))]
 pub(crate) struct Inner<U> {
@@ -131,7 +200,6 @@ pub(crate) struct Inner<U> {
 }
 
 const _: () = assert!(size_of::<Head<u32>>() == 64 && size_of::<Head<u64>>() == 128);
-const _: () = assert!(size_of::<Group<u32>>() == 128 && size_of::<Group<u64>>() == 192);
 
 /// A pointer to a node; what it points at depends on the level it is found at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,15 +216,15 @@ impl NodePtr {
         self.0.as_ptr() as usize
     }
 
-    fn raw(self) -> *mut u8 {
+    pub(crate) fn raw(self) -> *mut u8 {
         self.0.as_ptr()
     }
 }
 
-/// Bytes and alignment of a leaf of `groups` groups.
+/// Bytes and alignment of a leaf of `groups` lines.
 pub(crate) fn leaf_layout<U: Unit>(groups: usize) -> Layout {
-    let size = size_of::<Head<U>>() + groups * size_of::<Group<U>>();
-    // Sizes are bounded by LEAF_MAX; this cannot fail.
+    let size = size_of::<Head<U>>() + groups * size_of::<Line>();
+    // Sizes are bounded by U::LEAF_MAX; this cannot fail.
     Layout::from_size_align(size, 64).unwrap_or_else(|_| Layout::new::<Head<U>>())
 }
 
@@ -166,9 +234,7 @@ pub(crate) fn inner_layout<U: Unit>() -> Layout {
 }
 
 fn raw_alloc(layout: Layout) -> NonNull<u8> {
-    // SAFETY: every layout here has a non-zero size.
-    let p = unsafe { alloc(layout) };
-    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
+    super::arena::alloc(layout)
 }
 
 /// A memory block to give back: its pointer and layout.
@@ -209,49 +275,49 @@ impl Block {
     /// No one reads the block any more (invariant 2) and it was allocated with this
     /// layout.
     pub(crate) unsafe fn free(self) {
-        // SAFETY: the caller's contract.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        // SAFETY: the caller's contract; every block comes from the arena.
+        unsafe { super::arena::dealloc(self.ptr, self.layout) }
     }
 }
 
 /// Allocate a block for the dictionary (`dict.rs`), zeroed.
 pub(crate) fn alloc_zeroed_block(layout: Layout) -> NonNull<u8> {
-    // SAFETY: non-zero size.
-    let p = unsafe { std::alloc::alloc_zeroed(layout) };
-    NonNull::new(p).unwrap_or_else(|| handle_alloc_error(layout))
+    let p = raw_alloc(layout);
+    // SAFETY: a fresh block of `layout.size()` bytes.
+    unsafe { core::ptr::write_bytes(p.as_ptr(), 0, layout.size()) };
+    p
 }
 
 // ---------------------------------------------------------------------------
 // Building nodes (writer only)
 // ---------------------------------------------------------------------------
 
-/// A new leaf holding `runs` (1..=256 of them, ascending starts).
+/// A new leaf holding `runs` (1..=`U::LEAF_MAX` of them, ascending starts).
 pub(crate) fn leaf_new<U: Unit>(runs: &[(U, u32)]) -> (NodePtr, Layout) {
     let n = runs.len();
-    debug_assert!((1..=LEAF_MAX).contains(&n));
-    let groups = n.div_ceil(B);
+    debug_assert!((1..=U::LEAF_MAX).contains(&n));
+    let groups = n.div_ceil(U::G);
     let layout = leaf_layout::<U>(groups);
     let p = raw_alloc(layout);
     let mut h = [U::MAX; B];
     h[0] = U::from_u64(n as u64);
     for (g, slot) in h.iter_mut().enumerate().take(groups).skip(1) {
-        *slot = runs[g * B].0;
+        *slot = runs[g * U::G].0;
     }
     // SAFETY: `p` is a fresh allocation of `layout`, which has room for the head and
-    // `groups` groups, each 64-aligned.
+    // `groups` lines, each 64-aligned.
     unsafe {
         p.as_ptr().cast::<Head<U>>().write(Head { h });
-        let gp = p.as_ptr().add(size_of::<Head<U>>()).cast::<Group<U>>();
+        let lp = p.as_ptr().add(size_of::<Head<U>>()).cast::<Line>();
         for g in 0..groups {
-            let mut grp = Group {
-                starts: [U::MAX; B],
-                vals: [0; B],
-            };
-            for (j, &(s, v)) in runs[g * B..n.min(g * B + B)].iter().enumerate() {
-                grp.starts[j] = s;
-                grp.vals[j] = v;
+            let mut line = Line([0; 64]);
+            for j in 0..U::G {
+                match runs.get(g * U::G + j) {
+                    Some(&(s, v)) => line.set::<U>(j, s, v),
+                    None => line.set::<U>(j, U::MAX, 0),
+                }
             }
-            gp.add(g).write(grp);
+            lp.add(g).write(line);
         }
     }
     (NodePtr(p), layout)
@@ -283,6 +349,43 @@ pub(crate) fn set_kids<U: Unit>(inner: &mut Inner<U>, kids: &[(U, NodePtr)]) {
         inner.kids[i] = p.raw();
     }
     for i in n..FANOUT {
+        inner.keys[i] = U::MAX;
+        inner.kids[i] = core::ptr::null_mut();
+    }
+    inner.head.h[0] = U::from_u64(n as u64);
+    for b in 1..B {
+        inner.head.h[b] = if b * B < n { inner.keys[b * B] } else { U::MAX };
+    }
+}
+
+/// A byte-for-byte copy of a node (an inner node, or a leaf with `layout`), as a
+/// new allocation the caller records as fresh.
+///
+/// # Safety
+/// `p` is a live node allocated with `layout`.
+pub(crate) unsafe fn clone_node(p: NodePtr, layout: Layout) -> NodePtr {
+    let q = raw_alloc(layout);
+    // SAFETY: two distinct allocations of `layout.size()` bytes.
+    unsafe { core::ptr::copy_nonoverlapping(p.raw(), q.as_ptr(), layout.size()) };
+    NodePtr(q)
+}
+
+/// Set the value of run `i` of a leaf the writer owns.
+///
+/// # Safety
+/// `p` is a fresh leaf of unit `U` (invariant 1) with more than `i` runs.
+pub(crate) unsafe fn leaf_set_val<U: Unit>(p: NodePtr, i: usize, v: u32) {
+    // SAFETY: the caller's contract; line `i / G` exists.
+    unsafe {
+        let lp = p.raw().add(size_of::<Head<U>>()).cast::<Line>();
+        (*lp.add(i / U::G)).set_val::<U>(i % U::G, v);
+    }
+}
+
+/// Rewrite the head of an inner node after its first `n` keys changed, padding the
+/// rest.
+pub(crate) fn fix_inner<U: Unit>(inner: &mut Inner<U>, n: usize, old_n: usize) {
+    for i in n..old_n.max(n) {
         inner.keys[i] = U::MAX;
         inner.kids[i] = core::ptr::null_mut();
     }
@@ -348,7 +451,7 @@ impl<U: Unit> Inner<U> {
 #[derive(Clone, Copy)]
 pub(crate) struct LeafRef<'a, U> {
     head: &'a [U; B],
-    groups: &'a [Group<U>],
+    lines: &'a [Line],
     n: usize,
 }
 
@@ -358,14 +461,14 @@ pub(crate) struct LeafRef<'a, U> {
 /// `p` is a live leaf of unit `U` (invariant 3).
 #[inline(always)]
 pub(crate) unsafe fn leaf_ref<'a, U: Unit>(p: NodePtr) -> LeafRef<'a, U> {
-    // SAFETY: the caller's contract; the head says how many groups follow.
+    // SAFETY: the caller's contract; the head says how many lines follow.
     unsafe {
         let head = &(*p.raw().cast::<Head<U>>()).h;
         let n = head[0].get() as usize;
-        let gp = p.raw().add(size_of::<Head<U>>()).cast::<Group<U>>();
+        let lp = p.raw().add(size_of::<Head<U>>()).cast::<Line>();
         LeafRef {
             head,
-            groups: core::slice::from_raw_parts(gp, n.div_ceil(B)),
+            lines: core::slice::from_raw_parts(lp, n.div_ceil(U::G)),
             n,
         }
     }
@@ -379,17 +482,21 @@ impl<'a, U: Unit> LeafRef<'a, U> {
     /// Run `i`: (start, value).
     #[inline(always)]
     pub(crate) fn run(&self, i: usize) -> (U, u32) {
-        let g = &self.groups[i / B];
-        (g.starts[i % B], g.vals[i % B])
+        let l = &self.lines[i / U::G];
+        (l.start::<U>(i % U::G), l.val::<U>(i % U::G))
+    }
+
+    /// The line holding `u` (`u` at or after the first run).
+    #[inline(always)]
+    fn line_of(&self, u: U) -> usize {
+        count_le_tail(self.head, u).min(self.lines.len() - 1)
     }
 
     /// The run holding `u`: (index, start, end, value). `u` is at or after the first
     /// run; `hi` is the end of the leaf's range.
     #[inline(always)]
     pub(crate) fn search(&self, u: U, hi: u128) -> (usize, u64, u128, u32) {
-        let ng = self.n.div_ceil(B);
-        let g = count_le_tail(self.head, u).min(ng - 1);
-        search_group(self.head, &self.groups[g], g, ng, self.n, u, hi)
+        search_line(self, self.line_of(u), u, hi)
     }
 
     /// The end of run `i` given the leaf's end `hi`.
@@ -403,31 +510,41 @@ impl<'a, U: Unit> LeafRef<'a, U> {
 
     /// The layout this leaf was allocated with.
     pub(crate) fn layout(&self) -> Layout {
-        leaf_layout::<U>(self.groups.len())
+        leaf_layout::<U>(self.lines.len())
+    }
+
+    /// The address of line `g`, to prefetch.
+    #[inline(always)]
+    fn line_ptr(&self, g: usize) -> *const Line {
+        &self.lines[g]
     }
 }
 
+/// Search line `g` of `leaf` for `u` (which the head placed in it).
 #[inline(always)]
-fn search_group<U: Unit>(
-    head: &[U; B],
-    grp: &Group<U>,
+fn search_line<U: Unit>(
+    leaf: &LeafRef<'_, U>,
     g: usize,
-    ng: usize,
-    n: usize,
     u: U,
     hi: u128,
 ) -> (usize, u64, u128, u32) {
-    let glen = (n - g * B).min(B);
-    let r = count_le(&grp.starts, u).min(glen).max(1);
+    let line = &leaf.lines[g];
+    let glen = (leaf.n - g * U::G).min(U::G);
+    let r = line.count_le::<U>(u).min(glen).max(1);
     let i = r - 1;
     let end = if r < glen {
-        u128::from(grp.starts[r].get())
-    } else if g + 1 < ng {
-        u128::from(head[g + 1].get())
+        u128::from(line.start::<U>(r).get())
+    } else if g + 1 < leaf.lines.len() {
+        u128::from(leaf.head[g + 1].get())
     } else {
         hi
     };
-    (g * B + i, grp.starts[i].get(), end, grp.vals[i])
+    (
+        g * U::G + i,
+        line.start::<U>(i).get(),
+        end,
+        line.val::<U>(i),
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -451,8 +568,26 @@ pub(crate) struct TreeRef<'a, U> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct RawRun {
     pub(crate) start: u64,
-    pub(crate) end: u128,
+    /// Length in units (a run never covers a whole 2^64 space: a MAB is at most
+    /// half of it).
+    pub(crate) len: u64,
     pub(crate) val: u32,
+}
+
+impl RawRun {
+    #[inline(always)]
+    fn new(start: u64, end: u128, val: u32) -> RawRun {
+        RawRun {
+            start,
+            len: (end - u128::from(start)) as u64,
+            val,
+        }
+    }
+
+    /// One past the last unit.
+    pub(crate) fn end(&self) -> u128 {
+        u128::from(self.start) + u128::from(self.len)
+    }
 }
 
 impl<'a, U: Unit> TreeRef<'a, U> {
@@ -490,7 +625,7 @@ impl<'a, U: Unit> TreeRef<'a, U> {
         let uu = U::from_u64(u);
         let (leaf, hi) = self.find_leaf(uu);
         let (_, start, end, val) = leaf.search(uu, hi);
-        RawRun { start, end, val }
+        RawRun::new(start, end, val)
     }
 
     /// Runs from the one holding `from` onwards, in order.
@@ -508,16 +643,9 @@ impl<'a, U: Unit> TreeRef<'a, U> {
     }
 
     /// Look up many units at once (`lo <= u < hi` for each), overlapping their memory
-    /// accesses: each look-up is a small state machine, and `WIDTH` of them take
-    /// turns, each step prefetching what its next step reads (asynchronous memory
-    /// access chaining).
+    /// accesses ([`batch`]).
     pub(crate) fn find_batch(&self, units: &[u64], out: &mut [RawRun]) {
-        batch::<U>(
-            core::slice::from_ref(self),
-            units.len(),
-            |i| (0, units[i]),
-            out,
-        );
+        batch::<U>(self, units, out);
     }
 }
 
@@ -550,11 +678,7 @@ impl<U: Unit> Iterator for RunIter<'_, U> {
         let (s, v) = self.leaf.run(self.i);
         let end = self.leaf.end_of(self.i, self.leaf_hi);
         self.i += 1;
-        Some(RawRun {
-            start: s.get(),
-            end,
-            val: v,
-        })
+        Some(RawRun::new(s.get(), end, v))
     }
 }
 
@@ -562,128 +686,115 @@ impl<U: Unit> Iterator for RunIter<'_, U> {
 // Batched look-up
 // ---------------------------------------------------------------------------
 
-/// Look-ups in flight at once. Each step of one look-up prefetches two or three
-/// lines; 16 look-ups keep about 40 lines in flight, near what one core can track.
-const WIDTH: usize = 16;
+/// Look-ups descending together. Each pass over the group touches one level of
+/// every look-up and prefetches what the next pass reads, so a look-up's line has
+/// had 31 other look-ups' work to arrive in (about 300 ns, near DRAM latency) and
+/// up to about 64 lines are in flight.
+const GROUP: usize = 32;
 
-#[derive(Clone, Copy)]
-struct Slot {
-    node: NodePtr,
-    hi: u128,
-    /// The input index, or `usize::MAX` for an idle slot.
-    idx: usize,
-    unit: u64,
-    tree: u32,
-    /// Inner levels left above the leaf.
-    level: u8,
-    /// 0: the node's head is (being) loaded; 1: the block or group is.
-    phase: u8,
+/// Look up `units` (each inside the tree's range) in `tree`: `out[i]` receives the
+/// run holding `units[i]`. The descent is done level by level for groups of
+/// [`GROUP`] units with prefetching between passes, so the memory accesses of a
+/// group overlap instead of queueing.
+pub(crate) fn batch<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
+    for (us, os) in units.chunks(GROUP).zip(out.chunks_mut(GROUP)) {
+        group::<U>(tree, us, os);
+    }
 }
 
-/// Run `n` look-ups: input `i` is `get(i) = (tree index, unit)`; `out[i]` receives the
-/// run. Every unit lies inside its tree's range.
-pub(crate) fn batch<U: Unit>(
-    trees: &[TreeRef<'_, U>],
-    n: usize,
-    get: impl Fn(usize) -> (usize, u64),
-    out: &mut [RawRun],
+/// Bring the leaves holding `units` (and the paths to them) into the cache, whole:
+/// what a writer is about to copy. The same grouped descent as [`batch`].
+pub(crate) fn warm<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64]) {
+    for us in units.chunks(GROUP) {
+        group_warm::<U>(tree, us);
+    }
+}
+
+fn group_warm<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64]) {
+    let g = units.len().min(GROUP);
+    let mut node = [tree.root; GROUP];
+    let mut uu = [U::MAX; GROUP];
+    for k in 0..g {
+        uu[k] = U::from_u64(units[k]);
+    }
+    descend::<U>(tree.height, g, &uu, &mut node, None);
+    // The head and the group a command reads; the copy of the rest streams well
+    // (sequential lines), and prefetching whole leaves for a group of sets would
+    // ask for more lines than a core can have in flight.
+    for k in 0..g {
+        // SAFETY: level 0 is a leaf of a live tree.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        prefetch(leaf.line_ptr(leaf.line_of(uu[k])));
+    }
+}
+
+/// The inner levels of a grouped descent: `node[k]` goes from the root to the leaf
+/// holding `uu[k]`; `hi[k]` (if given) to the end of that leaf's range.
+#[inline(always)]
+fn descend<U: Unit>(
+    height: u8,
+    g: usize,
+    uu: &[U; GROUP],
+    node: &mut [NodePtr; GROUP],
+    mut hi: Option<&mut [u128; GROUP]>,
 ) {
-    let idle = Slot {
-        node: trees
-            .first()
-            .map_or(NodePtr(NonNull::dangling()), |t| t.root),
-        hi: 0,
-        idx: usize::MAX,
-        unit: 0,
-        tree: 0,
-        level: 0,
-        phase: 0,
-    };
-    let mut slots = [idle; WIDTH];
-    let mut next = 0usize;
-    let mut busy = 0usize;
-    let start = |s: &mut Slot, i: usize| {
-        let (t, unit) = get(i);
-        let tr = &trees[t];
-        prefetch(tr.root.raw());
-        *s = Slot {
-            node: tr.root,
-            hi: tr.hi,
-            idx: i,
-            unit,
-            tree: t as u32,
-            level: tr.height,
-            phase: 0,
-        };
-    };
-    for s in slots.iter_mut() {
-        if next < n {
-            start(s, next);
-            next += 1;
-            busy += 1;
+    let mut blk = [0usize; GROUP];
+    for _ in 0..height {
+        for k in 0..g {
+            // SAFETY: above level 0 every node is an inner node of a live tree.
+            let inner = unsafe { inner_ref::<U>(node[k]) };
+            let b = count_le_tail(&inner.head.h, uu[k]).min((inner.len() - 1) / B);
+            blk[k] = b;
+            prefetch(inner.keys[b * B..].as_ptr());
+            prefetch(inner.kids[b * B..].as_ptr());
+            prefetch(inner.kids[b * B + 8..].as_ptr());
+        }
+        for k in 0..g {
+            // SAFETY: as above.
+            let inner = unsafe { inner_ref::<U>(node[k]) };
+            let n = inner.len();
+            let b = blk[k];
+            let (blocks, _) = inner.keys.as_chunks::<B>();
+            let r = count_le(&blocks[b], uu[k]).min(n - b * B).max(1);
+            let i = b * B + r - 1;
+            if let Some(hi) = hi.as_deref_mut()
+                && i + 1 < n
+            {
+                hi[k] = u128::from(inner.keys[i + 1].get());
+            }
+            let c = inner.kid(i);
+            node[k] = c;
+            prefetch(c.raw());
+            if size_of::<Head<U>>() > 64 {
+                // SAFETY: the head is this many bytes long.
+                prefetch(unsafe { c.raw().add(64) });
+            }
         }
     }
-    while busy > 0 {
-        for s in slots.iter_mut() {
-            if s.idx == usize::MAX {
-                continue;
-            }
-            let u = U::from_u64(s.unit);
-            if s.level > 0 {
-                // SAFETY: above level 0 the node is an inner node of a live tree.
-                let inner = unsafe { inner_ref::<U>(s.node) };
-                let nk = inner.len();
-                if s.phase == 0 {
-                    let b = count_le_tail(&inner.head.h, u).min((nk - 1) / B);
-                    prefetch(inner.keys[b * B..].as_ptr());
-                    prefetch(inner.kids[b * B..].as_ptr());
-                    prefetch(inner.kids[b * B + 8..].as_ptr());
-                    s.phase = 1;
-                } else {
-                    let i = inner.search(u);
-                    if i + 1 < nk {
-                        s.hi = u128::from(inner.keys[i + 1].get());
-                    }
-                    s.node = inner.kid(i);
-                    s.level -= 1;
-                    s.phase = 0;
-                    let p = s.node.raw();
-                    prefetch(p);
-                    if size_of::<Head<U>>() > 64 {
-                        // SAFETY: the head is this many bytes long.
-                        prefetch(unsafe { p.add(64) });
-                    }
-                }
-                continue;
-            }
-            // SAFETY: level 0 is a leaf of a live tree.
-            let leaf = unsafe { leaf_ref::<U>(s.node) };
-            let ng = leaf.n.div_ceil(B);
-            let g = count_le_tail(leaf.head, u).min(ng - 1);
-            if s.phase == 0 {
-                let gp = (&leaf.groups[g] as *const Group<U>).cast::<u8>();
-                for off in (0..size_of::<Group<U>>()).step_by(64) {
-                    // SAFETY: within the group.
-                    prefetch(unsafe { gp.add(off) });
-                }
-                s.phase = 1;
-                continue;
-            }
-            let (_, start_u, end, val) =
-                search_group(leaf.head, &leaf.groups[g], g, ng, leaf.n, u, s.hi);
-            out[s.idx] = RawRun {
-                start: start_u,
-                end,
-                val,
-            };
-            let _ = s.tree;
-            if next < n {
-                start(s, next);
-                next += 1;
-            } else {
-                s.idx = usize::MAX;
-                busy -= 1;
-            }
-        }
+}
+
+#[inline(always)]
+fn group<U: Unit>(tree: &TreeRef<'_, U>, units: &[u64], out: &mut [RawRun]) {
+    let g = units.len().min(out.len()).min(GROUP);
+    let mut node = [tree.root; GROUP];
+    let mut hi = [tree.hi; GROUP];
+    let mut blk = [0usize; GROUP];
+    let mut uu = [U::MAX; GROUP];
+    for k in 0..g {
+        uu[k] = U::from_u64(units[k]);
+    }
+    descend::<U>(tree.height, g, &uu, &mut node, Some(&mut hi));
+    for k in 0..g {
+        // SAFETY: level 0 is a leaf of a live tree.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        let gi = leaf.line_of(uu[k]);
+        blk[k] = gi;
+        prefetch(leaf.line_ptr(gi));
+    }
+    for k in 0..g {
+        // SAFETY: as above.
+        let leaf = unsafe { leaf_ref::<U>(node[k]) };
+        let (_, start, end, val) = search_line(&leaf, blk[k], uu[k], hi[k]);
+        out[k] = RawRun::new(start, end, val);
     }
 }

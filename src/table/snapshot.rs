@@ -2,8 +2,10 @@
 //! snapshot.md; seed s4.1.2, s4.2.1). The bytes are `ivip_wire::snapshot`'s; the
 //! SHA-256 and Ed25519 work is here.
 
-use ivip_wire::snapshot::{Entries, Entry, Layout, Snapshot, SnapshotMeta, entry_len, hash_prefix};
-use ivip_wire::{Etr, Mab, RuasId};
+use ivip_wire::snapshot::{
+    ENTRY_V4_LEN, Entries, Layout, Snapshot, SnapshotMeta, entry_len, hash_prefix,
+};
+use ivip_wire::{Mab, RuasId};
 use sha2::{Digest, Sha256};
 
 use super::error::SnapshotError;
@@ -13,26 +15,35 @@ use crate::sign::{KeyPair, PublicKey, Verifier};
 /// Bytes encoded per SHA-256 update while hashing a table.
 const HASH_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Call `f` with every micronet of `snap` in entry encoding, in order.
+/// Call `f` with the micronets of `snap` in entry encoding, in order, many entries
+/// per call (spec: snapshot.md §3.2: start, length, ETR, big-endian).
 fn for_each_entry(snap: &Snap<'_>, mab: &Mab, mut f: impl FnMut(&[u8])) {
-    let family = mab.family();
-    let n = entry_len(family);
-    let mut buf = [0u8; 32];
+    let n = entry_len(mab.family());
+    let mut buf = vec![0u8; HASH_CHUNK_BYTES / n * n];
+    let mut at = 0;
     let mut runs = snap.runs_from(mab.start());
     while let Some((start, end, etr)) = runs.next_run() {
-        if let Some(x) = etr {
-            let e = Entry {
-                start,
-                len: (end - u128::from(start)) as u64,
-                etr: Etr::from_u128(family, x),
-            };
-            // A run is non-empty, inside the MAB and of its family, so emit cannot
-            // fail; a failure would leave the buffer unchanged and the hash wrong,
-            // which the debug assertion catches in tests.
-            let ok = e.emit(family, &mut buf[..n]).is_ok();
-            debug_assert!(ok);
-            f(&buf[..n]);
+        let Some(x) = etr else { continue };
+        let len = (end - u128::from(start)) as u64;
+        let e = &mut buf[at..at + n];
+        if n == ENTRY_V4_LEN {
+            // A run of an IPv4 table fits 32 bits: it is inside the MAB.
+            e[..4].copy_from_slice(&(start as u32).to_be_bytes());
+            e[4..8].copy_from_slice(&(len as u32).to_be_bytes());
+            e[8..12].copy_from_slice(&(x as u32).to_be_bytes());
+        } else {
+            e[..8].copy_from_slice(&start.to_be_bytes());
+            e[8..16].copy_from_slice(&len.to_be_bytes());
+            e[16..32].copy_from_slice(&x.to_be_bytes());
         }
+        at += n;
+        if at == buf.len() {
+            f(&buf);
+            at = 0;
+        }
+    }
+    if at > 0 {
+        f(&buf[..at]);
     }
 }
 
@@ -41,15 +52,7 @@ fn for_each_entry(snap: &Snap<'_>, mab: &Mab, mut f: impl FnMut(&[u8])) {
 pub(crate) fn canonical_hash(snap: &Snap<'_>, mab: &Mab, mab_seq: u64, micronets: u64) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(hash_prefix(mab, mab_seq, micronets));
-    let mut chunk = Vec::with_capacity(HASH_CHUNK_BYTES);
-    for_each_entry(snap, mab, |b| {
-        chunk.extend_from_slice(b);
-        if chunk.len() + 32 > HASH_CHUNK_BYTES {
-            h.update(&chunk);
-            chunk.clear();
-        }
-    });
-    h.update(&chunk);
+    for_each_entry(snap, mab, |b| h.update(b));
     h.finalize().into()
 }
 
@@ -75,15 +78,17 @@ fn write(
     // Cannot fail: the buffer holds a header.
     let _ = meta.emit_header(micronets, layout.ext_len, &mut b);
     let mut at = layout.entries_offset();
-    let mut written = 0u64;
     for_each_entry(snap, &meta.mab, |e| {
-        b[at..at + e.len()].copy_from_slice(e);
+        // The count is the table's micronet count, so the entries fit exactly.
+        if let Some(dst) = b.get_mut(at..at + e.len()) {
+            dst.copy_from_slice(e);
+        }
         at += e.len();
-        written += 1;
     });
-    debug_assert_eq!(written, micronets);
     let entries_end = at;
-    b[at..at + layout.ext_len as usize].copy_from_slice(&ext[..layout.ext_len as usize]);
+    if let Some(dst) = b.get_mut(at..at + layout.ext_len as usize) {
+        dst.copy_from_slice(&ext[..layout.ext_len as usize]);
+    }
     debug_assert_eq!(at + layout.ext_len as usize, hash_at);
     let mut h = Sha256::new();
     h.update(hash_prefix(&meta.mab, meta.mab_seq, micronets));

@@ -33,7 +33,7 @@ pub(crate) trait Base {
 }
 
 /// A private copy of the runs tiling `[lo, hi)`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Window {
     pub(crate) lo: u64,
     pub(crate) hi: u128,
@@ -63,15 +63,37 @@ pub(crate) struct Stage<'b, T> {
     base: &'b T,
     mab: Mab,
     pub(crate) windows: Vec<Window>,
+    /// Windows to reuse (their vectors keep their capacity between sets).
+    pub(crate) spare: Vec<Window>,
 }
 
 impl<'b, T: Base> Stage<'b, T> {
     pub(crate) fn new(base: &'b T) -> Stage<'b, T> {
+        Stage::with_spare(base, Vec::new(), Vec::new())
+    }
+
+    /// A stage reusing `windows` (empty) and `spare` windows from earlier sets.
+    pub(crate) fn with_spare(
+        base: &'b T,
+        mut windows: Vec<Window>,
+        spare: Vec<Window>,
+    ) -> Stage<'b, T> {
+        windows.clear();
         Stage {
             base,
             mab: base.mab(),
-            windows: Vec::new(),
+            windows,
+            spare,
         }
+    }
+
+    fn new_window(&mut self, lo: u64, hi: u128) -> Window {
+        let mut w = self.spare.pop().unwrap_or_default();
+        w.lo = lo;
+        w.hi = hi;
+        w.runs.clear();
+        w.base.clear();
+        w
     }
 
     /// Make sure one window covers every run meeting `[a, b)`; returns its index.
@@ -83,20 +105,35 @@ impl<'b, T: Base> Stage<'b, T> {
         {
             return pos;
         }
-        let (mut lo, _, _) = self.base.find(a);
-        let (_, mut hi, _) = self.base.find((b - 1) as u64);
+        let (s0, e0, v0) = self.base.find(a);
+        // Most commands name one run: one descent is enough.
+        let single = (b <= e0).then_some(v0);
+        let (mut lo, mut hi) = (s0, e0);
+        if single.is_none() {
+            hi = self.base.find((b - 1) as u64).1;
+        }
         // Windows that overlap or touch [lo, hi] are merged into one.
         let first = self.windows.partition_point(|w| w.hi < u128::from(lo));
         let mut last = first;
         while last < self.windows.len() && u128::from(self.windows[last].lo) <= hi {
             last += 1;
         }
+        if first == last
+            && let Some(v) = single
+        {
+            let mut w = self.new_window(lo, hi);
+            w.runs.push((lo, v));
+            w.base.push((lo, v));
+            self.windows.insert(first, w);
+            return first;
+        }
         if first < last {
             lo = lo.min(self.windows[first].lo);
             hi = hi.max(self.windows[last - 1].hi);
         }
-        let mut runs = Vec::new();
-        let mut base = Vec::new();
+        let mut merged = self.new_window(lo, hi);
+        let mut runs = core::mem::take(&mut merged.runs);
+        let mut base = core::mem::take(&mut merged.base);
         let mut cursor = u128::from(lo);
         let fill = |from: u128, to: u128, runs: &mut Vec<_>, base: &mut Vec<_>| {
             if from < to {
@@ -107,12 +144,15 @@ impl<'b, T: Base> Stage<'b, T> {
         };
         for w in self.windows.drain(first..last) {
             fill(cursor, u128::from(w.lo), &mut runs, &mut base);
-            runs.extend(w.runs);
-            base.extend(w.base);
+            runs.extend_from_slice(&w.runs);
+            base.extend_from_slice(&w.base);
             cursor = w.hi;
+            self.spare.push(w);
         }
         fill(cursor, hi, &mut runs, &mut base);
-        self.windows.insert(first, Window { lo, hi, runs, base });
+        merged.runs = runs;
+        merged.base = base;
+        self.windows.insert(first, merged);
         first
     }
 

@@ -1313,14 +1313,22 @@ fn readers_never_see_half_a_set() {
         def(u4(0), 4, e4(1)),
         def(u4(100), 4, e4(2)),
         def(u4(200), 10, zero4()),
+        Command::Split {
+            start: u4(200),
+            len: 10,
+            at: 5,
+        },
     ])
     .unwrap();
     t.publish();
     let reader = t.reader();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
+    let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started2 = started.clone();
     let h = std::thread::spawn(move || {
         let mut seen = 0u64;
+        started2.store(true, std::sync::atomic::Ordering::Relaxed);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !stop2.load(std::sync::atomic::Ordering::Relaxed)
             && std::time::Instant::now() < deadline
@@ -1349,14 +1357,19 @@ fn readers_never_see_half_a_set() {
         }
         seen
     });
-    let mut cut = 5u64;
+    // Start writing once the reader runs (bounded wait).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !started.load(std::sync::atomic::Ordering::Relaxed)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
     for seq in 1..=4000u64 {
         let (x, y) = if seq % 2 == 0 {
             (e4(1), e4(2))
         } else {
             (e4(2), e4(1))
         };
-        let next = 1 + (seq % 9);
         t.apply_at(
             seq,
             &[
@@ -1369,30 +1382,13 @@ fn readers_never_see_half_a_set() {
                 Command::Split {
                     start: u4(200),
                     len: 10,
-                    at: next,
+                    at: 1 + (seq % 9),
                 },
             ],
         )
-        .or_else(|_| {
-            // The first time there is nothing to join yet.
-            t.apply_at(
-                seq,
-                &[
-                    set(u4(0), 4, x),
-                    set(u4(100), 4, y),
-                    Command::Split {
-                        start: u4(200),
-                        len: 10,
-                        at: next,
-                    },
-                ],
-            )
-        })
         .unwrap();
-        cut = next;
         t.publish();
     }
-    let _ = cut;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = h.join().unwrap();
     assert!(seen > 0);
@@ -1709,5 +1705,151 @@ fn tree_random_replacements_against_a_vector() {
     for b in mem.publish() {
         // SAFETY: nothing was published to readers in this test.
         unsafe { b.free() }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bulk building, many sets at once, the value-only fast path
+// ---------------------------------------------------------------------------
+
+#[test]
+fn from_micronets_builds_and_refuses_bad_input() {
+    let m = |start, len, etr| Micronet { start, len, etr };
+    let t = Table::from_micronets(
+        mab4(),
+        7,
+        [m(u4(1), 2, e4(1)), m(u4(3), 1, zero4()), m(u4(9), 4, e4(2))],
+    )
+    .unwrap();
+    assert_eq!(t.mab_seq(), 7);
+    assert_eq!(t.micronets(), 3);
+    assert_eq!(t.runs(), 6, "gap, 2 micronets, gap, micronet, gap");
+    assert_eq!(
+        t.lookup(u4(4)),
+        Mapping::Unassigned {
+            start: u4(4),
+            len: 5
+        }
+    );
+    t.check_structure();
+    let bad = |v: Vec<Micronet>| Table::from_micronets(mab4(), 0, v).unwrap_err();
+    let e = bad(vec![m(u4(1), 2, e4(1)), m(u4(2), 1, e4(1))]);
+    assert_eq!((e.index, e.reason), (1, Reason::Unsorted));
+    assert_eq!(bad(vec![m(u4(1), 0, e4(1))]).reason, Reason::EmptyRange);
+    assert_eq!(bad(vec![m(u4(250), 9, e4(1))]).reason, Reason::OutsideMab);
+    assert_eq!(bad(vec![m(u4(1), 1, e6(1))]).reason, Reason::WrongFamily);
+    assert_eq!(
+        bad(vec![m(u4(1), 1, Etr::V4(Ipv4Addr::BROADCAST))]).reason,
+        Reason::ReservedEtr
+    );
+    assert!(
+        bad(vec![m(u4(1), 2, e4(1)), m(u4(2), 1, e4(1))])
+            .to_string()
+            .contains("starts before the end")
+    );
+}
+
+#[test]
+fn apply_many_equals_one_apply_per_set() {
+    let mab: Mab = "21.7.0.0/16".parse().unwrap();
+    let lo = mab.start();
+    let nets = (0..20_000u64).map(|i| Micronet {
+        start: lo + 3 * i,
+        len: 2,
+        etr: e4((i % 7) as u8 + 1),
+    });
+    let mut a = Table::from_micronets(mab, 0, nets.clone()).unwrap();
+    let mut b = Table::from_micronets(mab, 0, nets).unwrap();
+    let mut rng = 5u64;
+    let mut sets: Vec<Vec<Command>> = Vec::new();
+    for k in 0..3000u64 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let i = rng % 20_000;
+        let s = lo + 3 * i;
+        sets.push(match k % 5 {
+            0 => vec![
+                set(s, 2, zero4()),
+                Command::Split {
+                    start: s,
+                    len: 2,
+                    at: 1,
+                },
+            ],
+            1 => vec![set(s, 3, e4(1))], // wrong length: refused
+            2 => vec![def(s + 2, 1, e4(9))],
+            3 => vec![Command::Delete { start: s, len: 2 }],
+            _ => vec![set(s, 2, e4((k % 5) as u8 + 2))],
+        });
+    }
+    let mut from_many = Vec::new();
+    a.apply_many(sets.iter().map(|s| &s[..]), |r| from_many.push(r));
+    let one_by_one: Vec<_> = sets.iter().map(|s| b.apply(s)).collect();
+    assert_eq!(from_many, one_by_one);
+    assert_eq!(a.hash(), b.hash());
+    a.check_structure();
+}
+
+#[test]
+fn set_etr_fast_path_copies_only_what_readers_share() {
+    // Many set-etr sets between publishes, with a reader holding each version: every
+    // held version keeps answering with its own ETRs.
+    let mab: Mab = "21.7.0.0/16".parse().unwrap();
+    let lo = mab.start();
+    let mut t = Table::from_micronets(
+        mab,
+        0,
+        (0..30_000u64).map(|i| Micronet {
+            start: lo + 2 * i,
+            len: 2,
+            etr: e4(1),
+        }),
+    )
+    .unwrap();
+    let r = t.reader();
+    let mut held = Vec::new();
+    for round in 0..20u8 {
+        for i in (0..30_000u64).step_by(97) {
+            t.apply(&[set(lo + 2 * i, 2, e4(round + 2))]).unwrap();
+            // Twice in the same batch: the fresh copy is edited in place.
+            t.apply(&[set(lo + 2 * i, 2, e4(round + 2))]).unwrap();
+        }
+        t.publish();
+        held.push((round, r.load_owned()));
+    }
+    for (round, v) in &held {
+        assert_eq!(v.lookup(lo + 2 * 97), net(lo + 2 * 97, 2, e4(round + 2)));
+        assert_eq!(v.lookup(lo + 2 * 98), net(lo + 2 * 98, 2, e4(1)));
+    }
+    t.check_structure();
+    drop(held);
+    t.publish();
+}
+
+#[test]
+fn ipv6_dictionary_reuses_indices_without_disturbing_old_versions() {
+    let mut t = Table::new(mab6());
+    let s = mab6().start();
+    t.apply(
+        &(0..50u64)
+            .map(|i| def(s + i, 1, e6(i as u16 + 1)))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    t.publish();
+    let r = t.reader();
+    let old = r.load_owned();
+    // Replace every ETR: old indices are freed and reused for new ETRs.
+    for round in 0..5u16 {
+        let cmds: Vec<Command> = (0..50u64)
+            .map(|i| set(s + i, 1, e6(1000 * (round + 1) + i as u16)))
+            .collect();
+        t.apply(&cmds).unwrap();
+        t.publish();
+    }
+    for i in 0..50u64 {
+        assert_eq!(old.lookup(s + i), net(s + i, 1, e6(i as u16 + 1)));
+        assert_eq!(r.load().lookup(s + i), net(s + i, 1, e6(5000 + i as u16)));
     }
 }

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::node::{
-    Block, FANOUT, INNER_MIN, LEAF_MAX, LEAF_MIN, NodePtr, TreeRef, Unit, inner_layout, inner_mut,
-    inner_new, inner_ref, leaf_new, leaf_ref, set_kids,
+    Block, FANOUT, INNER_MIN, NodePtr, TreeRef, Unit, clone_node, fix_inner, inner_layout,
+    inner_mut, inner_new, inner_ref, leaf_new, leaf_ref, leaf_set_val,
 };
 
 // ---------------------------------------------------------------------------
@@ -194,18 +194,18 @@ impl<U: Unit> Tree<U> {
         runs: impl IntoIterator<Item = (u64, u32)>,
     ) -> Tree<U> {
         let mut leaves: Vec<(U, NodePtr)> = Vec::new();
-        let mut buf: Vec<(U, u32)> = Vec::with_capacity(2 * LEAF_MAX);
+        let mut buf: Vec<(U, u32)> = Vec::with_capacity(2 * U::LEAF_MAX);
         let mut count = 0u64;
         for (s, v) in runs {
             buf.push((U::from_u64(s), v));
             count += 1;
-            if buf.len() == 2 * LEAF_MAX {
-                Self::push_leaf(mem, &buf[..LEAF_MAX], &mut leaves);
-                buf.drain(..LEAF_MAX);
+            if buf.len() == 2 * U::LEAF_MAX {
+                Self::push_leaf(mem, &buf[..U::LEAF_MAX], &mut leaves);
+                buf.drain(..U::LEAF_MAX);
             }
         }
         debug_assert!(!buf.is_empty(), "runs tile a non-empty MAB");
-        for chunk in even_chunks(&buf, LEAF_MAX) {
+        for chunk in even_chunks(&buf, U::LEAF_MAX) {
             Self::push_leaf(mem, chunk, &mut leaves);
         }
         let mut level = leaves;
@@ -236,7 +236,7 @@ impl<U: Unit> Tree<U> {
         if runs.is_empty() {
             return;
         }
-        for chunk in even_chunks(runs, LEAF_MAX) {
+        for chunk in even_chunks(runs, U::LEAF_MAX) {
             Self::push_leaf(mem, chunk, out);
         }
     }
@@ -341,32 +341,139 @@ impl<U: Unit> Tree<U> {
         }
         // SAFETY: above level 0, an inner node of the working tree.
         let inner = unsafe { inner_ref::<U>(node) };
-        let a = inner.search(U::from_u64(lo));
-        let b = inner.search(U::from_u64((hi - 1) as u64));
-        let mut kids: Vec<(U, NodePtr)> = Vec::with_capacity(inner.len() + 4);
-        kids.extend(inner.entries().take(a));
-        let first_new = kids.len();
+        let n = inner.len();
+        let (mut a, mut b) = (
+            inner.search(U::from_u64(lo)),
+            inner.search(U::from_u64((hi - 1) as u64)),
+        );
+        // The children a..=b are replaced by `mid`.
+        let mut mid: Vec<(U, NodePtr)> = Vec::with_capacity(4);
         for i in a..=b {
             let child = inner.kid(i);
             if i == a || i == b {
-                self.rep(mem, child, level - 1, lo, hi, new, &mut kids, removed);
+                self.rep(mem, child, level - 1, lo, hi, new, &mut mid, removed);
             } else {
                 *removed += self.discard_subtree(mem, child, level - 1);
             }
         }
-        let last_new = kids.len();
+        if a == b && mid.len() == 1 && mid[0] == (inner.keys[a], inner.kid(a)) {
+            // The child changed in place: nothing to do here.
+            out.push((inner.keys[0], node));
+            return;
+        }
+        if mid.iter().any(|k| Self::underfull(k.1, level - 1)) {
+            // Take the neighbours in, so a small new node can merge with one.
+            if a > 0 {
+                a -= 1;
+                mid.insert(0, (inner.keys[a], inner.kid(a)));
+            }
+            if b + 1 < n {
+                b += 1;
+                mid.push((inner.keys[b], inner.kid(b)));
+            }
+            let len = mid.len();
+            self.rebalance(mem, level - 1, &mut mid, 0, len);
+        }
+        let count = n - (b - a + 1) + mid.len();
+        if count <= FANOUT && count > 0 {
+            // Splice in place, into this node if fresh, else into a copy of it.
+            let target = if mem.is_fresh(node.addr()) {
+                node
+            } else {
+                // SAFETY: a live inner node, allocated with inner_layout.
+                let c = unsafe { clone_node(node, inner_layout::<U>()) };
+                mem.created(c.addr(), inner_layout::<U>().size());
+                mem.discard(inner_block::<U>(node));
+                c
+            };
+            // SAFETY: `target` is fresh: no reader can reach it (invariant 1).
+            let t = unsafe { inner_mut::<U>(target) };
+            let tail = b + 1..n;
+            let at = a + mid.len();
+            t.keys.copy_within(tail.clone(), at);
+            t.kids.copy_within(tail, at);
+            for (j, &(k, p)) in mid.iter().enumerate() {
+                t.keys[a + j] = k;
+                t.kids[a + j] = p.raw();
+            }
+            fix_inner(t, count, n);
+            out.push((t.keys[0], target));
+            return;
+        }
+        let mut kids: Vec<(U, NodePtr)> = Vec::with_capacity(count);
+        kids.extend(inner.entries().take(a));
+        kids.extend_from_slice(&mid);
         kids.extend(inner.entries().skip(b + 1));
-        self.rebalance(mem, level - 1, &mut kids, first_new, last_new);
-        if kids.is_empty() {
-            mem.discard(inner_block::<U>(node));
-        } else if kids.len() <= FANOUT && mem.is_fresh(node.addr()) {
-            // SAFETY: fresh, so no reader can reach it (invariant 1).
-            set_kids(unsafe { inner_mut::<U>(node) }, &kids);
-            out.push((kids[0].0, node));
-        } else {
-            mem.discard(inner_block::<U>(node));
+        mem.discard(inner_block::<U>(node));
+        if !kids.is_empty() {
             Self::push_inners(mem, &kids, out);
         }
+    }
+
+    /// Change the values of consecutive runs, keeping every boundary: `runs` are
+    /// (start, new value), the starts those of existing runs. The fast path for
+    /// set-etr: only the leaf and the path to it are touched, and only copied if not
+    /// already fresh. Returns `false` (nothing done) if the runs span two leaves.
+    pub(crate) fn set_vals(&mut self, mem: &mut Mem, runs: &[(u64, u32)]) -> bool {
+        let Some(&(first, _)) = runs.first() else {
+            return true;
+        };
+        let u = U::from_u64(first);
+        // 256^16 leaves is beyond any MAB, so the path fits.
+        let mut path = [(self.root, 0usize); 16];
+        let height = usize::from(self.height).min(path.len());
+        let mut node = self.root;
+        for step in path.iter_mut().take(height) {
+            // SAFETY: an inner node of the working tree.
+            let inner = unsafe { inner_ref::<U>(node) };
+            let i = inner.search(u);
+            *step = (node, i);
+            node = inner.kid(i);
+        }
+        // SAFETY: a leaf of the working tree.
+        let leaf = unsafe { leaf_ref::<U>(node) };
+        let (j, start, _, _) = leaf.search(u, self.hi);
+        if start != first || j + runs.len() > leaf.len() {
+            return false;
+        }
+        debug_assert!(
+            runs.iter()
+                .enumerate()
+                .all(|(k, r)| leaf.run(j + k).0.get() == r.0)
+        );
+        let layout = leaf.layout();
+        let mut child = node;
+        if !mem.is_fresh(node.addr()) {
+            // SAFETY: a live leaf allocated with `layout`.
+            child = unsafe { clone_node(node, layout) };
+            mem.created(child.addr(), layout.size());
+            mem.discard(Block::of(node, layout));
+        }
+        for (k, &(_, v)) in runs.iter().enumerate() {
+            // SAFETY: `child` is fresh and has more than j + k runs.
+            unsafe { leaf_set_val::<U>(child, j + k, v) };
+        }
+        let mut changed = child != node;
+        for &(p, i) in path[..height].iter().rev() {
+            if !changed {
+                return true;
+            }
+            let mut q = p;
+            if !mem.is_fresh(p.addr()) {
+                // SAFETY: a live inner node.
+                q = unsafe { clone_node(p, inner_layout::<U>()) };
+                mem.created(q.addr(), inner_layout::<U>().size());
+                mem.discard(inner_block::<U>(p));
+            }
+            // SAFETY: `q` is fresh.
+            unsafe { inner_mut::<U>(q) }.kids[i] = child.raw();
+            changed = q != p;
+            child = q;
+        }
+        if changed {
+            self.root = child;
+        }
+        true
     }
 
     /// Merge new nodes in `kids[from..to]` that are too small with a neighbour.
@@ -400,7 +507,7 @@ impl<U: Unit> Tree<U> {
     fn underfull(node: NodePtr, level: u8) -> bool {
         if level == 0 {
             // SAFETY: a leaf of the working tree.
-            unsafe { leaf_ref::<U>(node) }.len() < LEAF_MIN
+            unsafe { leaf_ref::<U>(node) }.len() < U::LEAF_MIN
         } else {
             // SAFETY: an inner node of the working tree.
             unsafe { inner_ref::<U>(node) }.len() < INNER_MIN
@@ -416,7 +523,7 @@ impl<U: Unit> Tree<U> {
         out: &mut Vec<(U, NodePtr)>,
     ) {
         if level == 0 {
-            let mut runs = Vec::with_capacity(2 * LEAF_MAX);
+            let mut runs = Vec::with_capacity(2 * U::LEAF_MAX);
             for p in [a, b] {
                 // SAFETY: leaves of the working tree.
                 let leaf = unsafe { leaf_ref::<U>(p) };
@@ -470,7 +577,7 @@ impl<U: Unit> Tree<U> {
             if level == 0 {
                 // SAFETY: a leaf of the working tree.
                 let leaf = unsafe { leaf_ref::<U>(p) };
-                assert!((1..=LEAF_MAX).contains(&leaf.len()));
+                assert!((1..=U::LEAF_MAX).contains(&leaf.len()));
                 assert!(root || leaf.len() >= 1);
                 assert_eq!(u128::from(leaf.run(0).0.get()), lo, "leaf key");
                 for i in 1..leaf.len() {
