@@ -421,8 +421,8 @@ fn read_at_most(file: &File, buf: &mut [u8], mut offset: u64) -> Result<usize, F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ivip_wire::Mab;
     use ivip_wire::history::GapRecord;
-    use ivip_wire::{Mab, RuasId, Seq};
 
     fn tmp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ivip-hseg-{name}-{}", std::process::id()));
@@ -514,7 +514,6 @@ mod tests {
         w.commit().unwrap();
         let (v, o) = all(&d, 0, true);
         assert_eq!((v.len(), o.torn_at), (3, None));
-        let _ = (RuasId::new(1), Seq(0));
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
