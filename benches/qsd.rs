@@ -12,6 +12,10 @@
 //!
 //! `IVIP_BENCH_QUICK=1`: 10^6 micronets and short phases. Inputs are seeded.
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{figure, quick};
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,19 +32,6 @@ use ivip::table::{Database, Micronet, Table};
 use ivip::time::SystemClock;
 use ivip_wire::query::{MapRequest, QueryMessage};
 use ivip_wire::{Etr, Mab};
-
-fn quick() -> bool {
-    std::env::var_os("IVIP_BENCH_QUICK").is_some_and(|v| v != "0")
-}
-
-fn figure(name: &str, value: f64, unit: &str, params: &[(&str, String)]) {
-    let mut s = format!("{{\"figure\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\"");
-    for (k, v) in params {
-        s.push_str(&format!(", \"{k}\": {v}"));
-    }
-    s.push('}');
-    println!("{s}");
-}
 
 /// A /4 MAB (2^28 addresses) tiled with `n` micronets of 16 addresses each, one
 /// unassigned address between each (so gaps exist too), random ETRs.

@@ -14,6 +14,10 @@
 //! receiver share its two cores. `IVIP_BENCH_QUICK=1` runs short phases.
 //! Inputs are seeded (request ids and ranges are counters).
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{figure, quick};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,25 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ivip::daemon::Shutdown;
-use ivip::http::Client;
 use ivip::ruas::RuasConfig;
 use ivip::sign::KeyPair;
 use ivip_wire::payload::{Payload, RecordView};
 use ivip_wire::sumuc::Sumuc;
 use ivip_wire::{Command, Etr};
-
-fn quick() -> bool {
-    std::env::var_os("IVIP_BENCH_QUICK").is_some_and(|v| v != "0")
-}
-
-fn figure(name: &str, value: f64, unit: &str, params: &[(&str, String)]) {
-    let mut s = format!("{{\"figure\": \"{name}\", \"value\": {value:.1}, \"unit\": \"{unit}\"");
-    for (k, v) in params {
-        s.push_str(&format!(", \"{k}\": {v}"));
-    }
-    s.push('}');
-    println!("{s}");
-}
 
 struct Bench {
     dir: std::path::PathBuf,
@@ -130,22 +120,30 @@ fn sumuc(key: &KeyPair, i: u64) -> Vec<u8> {
     b
 }
 
-fn client() -> Client {
-    Client {
-        connect_timeout: Duration::from_secs(2),
-        total_timeout: Duration::from_secs(30),
-        body_max: 1 << 20,
-    }
-}
-
 fn post(http: SocketAddr, body: &[u8]) -> Option<u64> {
-    let r = client()
-        .post(
-            &format!("http://{http}/v1/sumuc"),
-            "application/octet-stream",
+    thread_local! {
+        // Keep-alive, as a UAS talks to its parent (ivip::uas::upstream).
+        static CLIENTS: std::cell::RefCell<HashMap<SocketAddr, ivip::uas::upstream::HttpClient>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    let t = Instant::now();
+    let r = CLIENTS.with(|c| {
+        let mut c = c.borrow_mut();
+        let cl = c.entry(http).or_insert_with(|| {
+            ivip::uas::upstream::HttpClient::new(&format!("http://{http}"), Duration::from_secs(30))
+                .unwrap()
+        });
+        cl.request(
+            "POST",
+            "/v1/sumuc",
+            &[("Content-Type", "application/octet-stream")],
             body,
         )
-        .ok()?;
+    });
+    if t.elapsed() > Duration::from_secs(1) {
+        eprintln!("a SUMUC took {:?}", t.elapsed());
+    }
+    let r = r.ok()?;
     if r.status != 200 {
         return None;
     }

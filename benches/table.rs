@@ -41,6 +41,42 @@ fn emit(figure: &str, value: f64, unit: &str, params: &[(&str, serde_json::Value
     println!("{}", serde_json::Value::Object(m));
 }
 
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Wall time and this thread's CPU time since it was made. On a shared machine the
+/// two differ; every figure gives wall time as its value and CPU time as a key.
+struct Timer {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Timer {
+    fn start() -> Timer {
+        Timer {
+            wall: Instant::now(),
+            cpu: thread_cpu_s(),
+        }
+    }
+    fn wall_s(&self) -> f64 {
+        self.wall.elapsed().as_secs_f64()
+    }
+    fn cpu_s(&self) -> f64 {
+        thread_cpu_s() - self.cpu
+    }
+    fn elapsed(&self) -> Duration {
+        self.wall.elapsed()
+    }
+}
+
 struct Rng(u64);
 
 impl Rng {
@@ -128,7 +164,7 @@ fn rss_bytes() -> u64 {
 
 /// Random 8-byte reads, 32 in flight (prefetch all, then read all), over `bytes`
 /// of anonymous memory, with or without transparent huge pages.
-fn random_reads(bytes: usize, huge: bool, dur: Duration) -> f64 {
+fn random_reads(bytes: usize, huge: bool, dur: Duration) -> (f64, f64) {
     let words = (bytes / 8).max(1 << 20);
     let len = words * 8;
     // SAFETY: an anonymous private mapping of `len` bytes, used only as a [u64].
@@ -155,7 +191,7 @@ fn random_reads(bytes: usize, huge: bool, dur: Duration) -> f64 {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut acc = 0u64;
     let mut n = 0u64;
-    let t = Instant::now();
+    let t = Timer::start();
     while t.elapsed() < dur {
         for _ in 0..1024 {
             const G: usize = 32;
@@ -170,7 +206,7 @@ fn random_reads(bytes: usize, huge: bool, dur: Duration) -> f64 {
             n += G as u64;
         }
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let rate = (n as f64 / t.wall_s(), n as f64 / t.cpu_s());
     black_box(acc);
     // SAFETY: unmapping the mapping made above; `a` is not used after.
     unsafe { libc::munmap(p, len) };
@@ -231,7 +267,7 @@ fn btree_baseline<K: Ord + Copy, V: Copy>(
     key: impl Fn(u64) -> K,
     val: impl Fn(&Micronet) -> V,
     end: impl Fn(K, V) -> u64,
-) -> (f64, f64, f64) {
+) -> (f64, f64, f64, f64) {
     let mab = table.mab();
     let rss0 = rss_bytes();
     let t0 = Instant::now();
@@ -247,7 +283,7 @@ fn btree_baseline<K: Ord + Copy, V: Copy>(
     let mask = units.len() - 1;
     let mut acc = 0u64;
     let mut i = 0usize;
-    let t = Instant::now();
+    let t = Timer::start();
     while t.elapsed() < dur {
         for _ in 0..4096 {
             let u = units[i & mask];
@@ -260,9 +296,9 @@ fn btree_baseline<K: Ord + Copy, V: Copy>(
         }
     }
     black_box(acc);
-    let rate = i as f64 / t.elapsed().as_secs_f64();
+    let (rate, cpu_rate) = (i as f64 / t.wall_s(), i as f64 / t.cpu_s());
     drop(bt);
-    (rate, bytes, build)
+    (rate, cpu_rate, bytes, build)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,7 +351,7 @@ fn run_size(
     let view = reader.load();
     let mut acc = 0u64;
     let mut i = 0usize;
-    let t = Instant::now();
+    let t = Timer::start();
     while t.elapsed() < cfg.dur {
         for _ in 0..4096 {
             if let Mapping::Micronet(m) = view.lookup(units[i & mask]) {
@@ -324,17 +360,22 @@ fn run_size(
             i += 1;
         }
     }
-    let single = i as f64 / t.elapsed().as_secs_f64();
+    let (single, single_cpu) = (i as f64 / t.wall_s(), i as f64 / t.cpu_s());
     black_box(acc);
     drop(view);
-    emit("lookup_single_per_s", single, "1/s", &p(&[]));
+    emit(
+        "lookup_single_per_s",
+        single,
+        "1/s",
+        &p(&[("per_cpu_s", single_cpu.round().into())]),
+    );
 
     // Batched look-ups, one version per batch.
     for batch in [64usize, 1024] {
         let mut out = vec![Mapping::OutsideMab; batch];
         let mut i = 0usize;
         let mut acc = 0u64;
-        let t = Instant::now();
+        let t = Timer::start();
         while t.elapsed() < cfg.dur {
             for _ in 0..16 {
                 let at = i & mask & !(batch - 1);
@@ -349,15 +390,18 @@ fn run_size(
         black_box(acc);
         emit(
             "lookup_batched_per_s",
-            i as f64 / t.elapsed().as_secs_f64(),
+            i as f64 / t.wall_s(),
             "1/s",
-            &p(&[("batch", batch.into())]),
+            &p(&[
+                ("per_cpu_s", (i as f64 / t.cpu_s()).round().into()),
+                ("batch", batch.into()),
+            ]),
         );
     }
 
     // The same micronets in a BTreeMap: start -> (len, ETR), in the family's own
     // integer widths.
-    let (bt_rate, bt_bytes, bt_build) = match f {
+    let (bt_rate, bt_cpu, bt_bytes, bt_build) = match f {
         Family::V4 => btree_baseline(
             &table,
             n,
@@ -382,6 +426,7 @@ fn run_size(
         bt_rate,
         "1/s",
         &p(&[
+            ("per_cpu_s", bt_cpu.round().into()),
             ("btreemap_bytes_per_micronet", bt_bytes.into()),
             ("btreemap_build_s", bt_build.into()),
         ]),
@@ -389,11 +434,16 @@ fn run_size(
 
     // The physical limit over an array as large as the table.
     for huge in [true, false] {
+        let (rate, cpu_rate) = random_reads(bytes, huge, cfg.dur);
         emit(
             "random_read_per_s",
-            random_reads(bytes, huge, cfg.dur),
+            rate,
             "1/s",
-            &p(&[("bytes", bytes.into()), ("huge_pages", huge.into())]),
+            &p(&[
+                ("per_cpu_s", cpu_rate.round().into()),
+                ("bytes", bytes.into()),
+                ("huge_pages", huge.into()),
+            ]),
         );
     }
 
@@ -419,6 +469,7 @@ fn run_size(
         let mut cmds: Vec<[Command; 1]> = Vec::with_capacity(publish_every as usize);
         let mut applied = 0u64;
         let mut el = 0.0f64;
+        let mut cpu = 0.0f64;
         let wall = Instant::now();
         while applied < cfg.sets && el < 4.0 * cfg.dur.as_secs_f64() {
             cmds.clear();
@@ -431,7 +482,7 @@ fn run_size(
                 }]);
             }
             // Only applying and publishing is timed, not making the commands.
-            let t = Instant::now();
+            let t = Timer::start();
             if api == "apply" {
                 for c in &cmds {
                     table.apply(c).expect("sampled micronets exist");
@@ -442,7 +493,8 @@ fn run_size(
                 });
             }
             table.publish();
-            el += t.elapsed().as_secs_f64();
+            el += t.wall_s();
+            cpu += t.cpu_s();
             applied += publish_every;
         }
         stop.store(true, Ordering::Relaxed);
@@ -453,6 +505,7 @@ fn run_size(
             applied as f64 / el,
             "1/s",
             &p(&[
+                ("per_cpu_s", (applied as f64 / cpu).round().into()),
                 ("api", api.into()),
                 ("publish_every", publish_every.into()),
                 (
@@ -467,29 +520,38 @@ fn run_size(
 
     if snapshot {
         let key = KeyPair::from_seed(&[7; 32]);
-        let t0 = Instant::now();
+        let t0 = Timer::start();
         let bytes =
             table.write_snapshot(&key, RuasId::new(1).expect("7 bits"), 1_764_073_316_000_000);
         emit(
             "snapshot_write_s",
-            t0.elapsed().as_secs_f64(),
+            t0.wall_s(),
             "s",
-            &p(&[("bytes", bytes.len().into())]),
+            &p(&[("cpu_s", t0.cpu_s().into()), ("bytes", bytes.len().into())]),
         );
-        let t0 = Instant::now();
+        let t0 = Timer::start();
         let (loaded, _) = Table::load_snapshot(&bytes, &Ed25519Verifier, &key.public(), Some(mab))
             .expect("own snapshot loads");
-        let load_s = t0.elapsed().as_secs_f64();
+        let (load_s, load_cpu) = (t0.wall_s(), t0.cpu_s());
         emit(
             "snapshot_load_s",
             load_s,
             "s",
-            &p(&[("bytes", bytes.len().into()), ("verified", true.into())]),
+            &p(&[
+                ("cpu_s", load_cpu.into()),
+                ("bytes", bytes.len().into()),
+                ("verified", true.into()),
+            ]),
         );
         drop(bytes);
-        let t0 = Instant::now();
+        let t0 = Timer::start();
         let h = table.hash();
-        emit("table_hash_s", t0.elapsed().as_secs_f64(), "s", &p(&[]));
+        emit(
+            "table_hash_s",
+            t0.wall_s(),
+            "s",
+            &p(&[("cpu_s", t0.cpu_s().into())]),
+        );
         assert_eq!(loaded.hash(), h, "loaded table hashes the same");
     }
 }

@@ -22,6 +22,11 @@ daemons (each takes --config FILE, a TOML file; see contrib/examples/):
   uas audit DIR              print a UAS audit trail as JSON lines
   history --config FILE      record every mapping change durably; search it over HTTP
 
+the main job:
+  testnet [--duration S] [--rate N] [--loss PCT] [--kill-replicator] [--json] ...
+                          a whole system on loopback, driven and measured
+                          (`ivip testnet --help`); exit 3 if it did not converge
+
 tools:
   keygen [--out FILE]     make an Ed25519 key pair; prints the public key
   query ADDRESS --server HOST:PORT [--server ...] [--timeout-ms MS]
@@ -67,6 +72,11 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         "keygen" => keygen(args),
+        "testnet" => match ivip::testnet::cli(args) {
+            Ok(true) => Ok(ExitCode::SUCCESS),
+            Ok(false) => Ok(ExitCode::from(3)),
+            Err(e) => Err(Failed::Error(e)),
+        },
         "ruas" => ruas(args),
         "qsd" => qsd(args),
         "qsc" => qsc(args),

@@ -183,7 +183,21 @@ impl QueryClient {
     /// Wait for the reply to `nonce` from `server`; other datagrams are ignored
     /// (notifications are acknowledged so the server stops resending).
     fn wait_reply(&self, server: SocketAddr, nonce: u64) -> Result<Option<MapReply>, QueryError> {
-        let deadline = Instant::now() + self.timeout;
+        self.receive(self.timeout, |from, m| match m {
+            QueryMessage::Reply(r) if r.nonce == nonce && from == server => Some(r),
+            _ => None,
+        })
+    }
+
+    /// Receive until `want` takes a datagram or `timeout` passes. Every
+    /// notification is acknowledged on the way (query.md §5: the server resends
+    /// until acked).
+    fn receive<T>(
+        &self,
+        timeout: Duration,
+        mut want: impl FnMut(SocketAddr, QueryMessage) -> Option<T>,
+    ) -> Result<Option<T>, QueryError> {
+        let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 1500];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -204,12 +218,14 @@ impl QueryClient {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            match QueryMessage::parse(&buf[..n]) {
-                Ok(QueryMessage::Reply(r)) if r.nonce == nonce && from == server => {
-                    return Ok(Some(r));
-                }
-                Ok(QueryMessage::Notify(note)) => self.ack(from, &note)?,
-                _ => {}
+            let Ok(m) = QueryMessage::parse(&buf[..n]) else {
+                continue;
+            };
+            if let QueryMessage::Notify(note) = &m {
+                self.ack(from, note)?;
+            }
+            if let Some(t) = want(from, m) {
+                return Ok(Some(t));
             }
         }
     }
@@ -232,32 +248,10 @@ impl QueryClient {
         &self,
         timeout: Duration,
     ) -> Result<Option<(SocketAddr, Notification)>, QueryError> {
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 1500];
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(None);
-            }
-            self.socket.set_read_timeout(Some(left))?;
-            let (n, from) = match self.socket.recv_from(&mut buf) {
-                Ok(x) => x,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if let Ok(QueryMessage::Notify(note)) = QueryMessage::parse(&buf[..n]) {
-                self.ack(from, &note)?;
-                return Ok(Some((from, note)));
-            }
-        }
+        self.receive(timeout, |from, m| match m {
+            QueryMessage::Notify(note) => Some((from, note)),
+            _ => None,
+        })
     }
 }
 

@@ -49,9 +49,17 @@ impl Shutdown {
     }
 }
 
+static DEFAULT_LEVEL: parking_lot::Mutex<&'static str> = parking_lot::Mutex::new("info");
+
+/// The level [`init_logging`] uses when `RUST_LOG` is not set.
+pub fn set_default_log_level(level: &'static str) {
+    *DEFAULT_LEVEL.lock() = level;
+}
+
 /// Log to stderr at `info` (or `RUST_LOG`), with a timestamp and the target.
 pub fn init_logging() {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    let level = *DEFAULT_LEVEL.lock();
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
         .format_timestamp_micros()
         .try_init();
 }

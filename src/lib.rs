@@ -37,5 +37,6 @@ pub mod seq;
 pub mod sign;
 pub mod store;
 pub mod table;
+pub mod testnet;
 pub mod time;
 pub mod uas;

@@ -9,9 +9,14 @@ use std::process::ExitCode;
 mod cli;
 
 fn main() -> ExitCode {
-    ivip::daemon::init_logging();
     let mut args = std::env::args_os().skip(1);
-    let Some(cmd) = args.next() else {
+    let first = args.next();
+    // The testnet runs dozens of daemons in one process: only their warnings.
+    if first.as_deref() == Some(std::ffi::OsStr::new("testnet")) {
+        ivip::daemon::set_default_log_level("warn");
+    }
+    ivip::daemon::init_logging();
+    let Some(cmd) = first else {
         eprint!("{}", cli::USAGE);
         return ExitCode::from(2);
     };

@@ -528,7 +528,12 @@ impl FeedSet {
                 tg.accepted = false;
                 tg.refused_until = now + hold;
                 let s = tg.slot;
-                log::warn!("feed: upstream {} refused us: {}", tg.addr, reason.name());
+                // An upstream going down says so; that is news, not a fault.
+                if reason == RefuseReason::ShuttingDown {
+                    log::info!("feed: upstream {} is shutting down", tg.addr);
+                } else {
+                    log::warn!("feed: upstream {} refused us: {}", tg.addr, reason.name());
+                }
                 if self.slots[s].targets[self.slots[s].active] == t {
                     self.failover(s, now, out);
                 }

@@ -246,3 +246,33 @@ impl QsdConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_and_directory_load() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/examples/qsd.toml");
+        let s = QsdConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let DirectorySource::File(d) = &s.directory else {
+            panic!("a file")
+        };
+        let dir = crate::qsd::driver::load_directory(&DirectorySource::File(d.clone())).unwrap();
+        assert_eq!(dir.mabs().len(), 2);
+        assert_eq!(s.feeds.len(), 2);
+        assert_eq!(s.clients.len(), 2);
+    }
+
+    #[test]
+    fn a_directory_must_be_named() {
+        let p = Path::new("q.toml");
+        let text = "query_listen = \"127.0.0.1:0\"\nfeed_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
+                    [[feed]]\naddress = \"127.0.0.1:9\"\n";
+        let e = config::parse::<QsdConfig>(p, text)
+            .unwrap()
+            .check(p)
+            .unwrap_err();
+        assert!(e.to_string().contains("`directory`"), "{e}");
+    }
+}

@@ -131,6 +131,7 @@ struct Metrics {
     dropped: CounterVec,
     verified: Counter,
     repeats: Counter,
+    gaps: Counter,
     sets_applied: Counter,
     resyncs: Counter,
     hash_mismatch: Counter,
@@ -167,6 +168,10 @@ impl Metrics {
             repeats: r.counter(
                 "ivip_qsd_payload_repeats_total",
                 "Payloads already seen (the other feed's copy).",
+            ),
+            gaps: r.counter(
+                "ivip_qsd_payload_gaps_total",
+                "Payload sequence numbers missing on arrival (lost on every feed).",
             ),
             sets_applied: r.counter("ivip_qsd_sets_applied_total", "Command sets applied."),
             resyncs: r.counter(
@@ -364,6 +369,9 @@ impl FeedCore {
     }
 
     fn handle_events(&mut self, now: Instant) {
+        // Replies sent before these changes were applied must be watched first: a
+        // querier that was answered, then changed its mapping, must hear of it.
+        self.drain_notifier_queue(now);
         for ev in self.stream.take_events() {
             match ev {
                 Event::FetchPayloads {
@@ -444,7 +452,7 @@ impl FeedCore {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
+    fn drain_notifier_queue(&mut self, now: Instant) {
         for _ in 0..NOTIFIER_DRAIN_MAX {
             match self.parts.notifier_rx.try_recv() {
                 Ok(NotifierMsg::Told(t)) => self.notifier.remember(now, t),
@@ -454,6 +462,10 @@ impl FeedCore {
                 Err(_) => break,
             }
         }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.drain_notifier_queue(now);
         self.notifier.poll(now, &mut self.notify_out);
         self.send_notifications();
         let st = self.stream.stats();
@@ -463,6 +475,7 @@ impl FeedCore {
         sync(&self.m.snapshots_loaded, st.snapshots_loaded);
         sync(&self.m.snapshots_refused, st.snapshots_refused);
         sync(&self.m.repeats, st.repeats);
+        sync(&self.m.gaps, st.gaps);
         let ns = self.notifier.stats();
         sync(&self.m.notify_sent, ns.sent);
         sync(&self.m.notify_resent, ns.resent);

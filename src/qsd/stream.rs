@@ -153,6 +153,8 @@ pub struct StreamStats {
     pub payloads: u64,
     /// Payloads already seen (repeats from the other feed).
     pub repeats: u64,
+    /// Payload sequence numbers skipped on arrival (each later fetched or given up).
+    pub gaps: u64,
     /// Sets applied.
     pub sets_applied: u64,
     /// Sets for MABs not in the directory, or of another RUAS's MAB.
@@ -365,6 +367,9 @@ impl Stream {
             return;
         };
         let obs = r.seq.observe(now, id.epoch, id.seq);
+        if let Observation::Ahead { gap } = obs {
+            self.stats.gaps += u64::from(gap);
+        }
         if matches!(obs, Observation::Started | Observation::NewEpoch { .. }) {
             r.first = Some((id.epoch, id.seq));
             if let Some(pos) = r.boot_fill.take() {

@@ -136,6 +136,7 @@ impl HttpState {
         match (r.method.as_str(), segs.as_slice()) {
             ("POST", ["v1", "sumuc"]) => self.sumuc(r),
             ("GET", ["v1", "mapping"]) => self.mapping(r),
+            ("GET", ["v1", "status"]) => self.status(r),
             ("GET", ["v1", "snapshots"]) => self.snapshot_list(),
             ("GET", ["v1", "snapshots", "latest"]) => self.snapshot_latest(r),
             ("GET", ["v1", "snapshots", name]) => self.snapshot_file(name),
@@ -286,6 +287,24 @@ impl HttpState {
             200,
             &json!({"mab": mab.to_string(), "mab_seq": view.mab_seq(), "micronets": nets, "truncated": truncated}),
         )
+    }
+
+    /// Every MAB's per-MAB sequence and, with `hash=1`, its canonical hash (for
+    /// comparing copies, e.g. `ivip testnet`'s convergence check).
+    fn status(&self, r: &Request) -> Response {
+        let with_hash = matches!(r.query_param("hash"), Some("1" | "true"));
+        let mabs: Vec<Value> = self
+            .mabs
+            .iter()
+            .map(|m| match self.reader.view(m) {
+                Some(v) => {
+                    let hash = with_hash.then(|| ivip_wire::hex::encode(&v.hash()));
+                    json!({"mab": m.to_string(), "mab_seq": v.mab_seq(), "micronets": v.micronets(), "sha256": hash})
+                }
+                None => json!({"mab": m.to_string(), "state": "loading"}),
+            })
+            .collect();
+        json_response(200, &json!({"mabs": mabs}))
     }
 
     fn snapshot_list(&self) -> Response {

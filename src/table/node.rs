@@ -739,15 +739,35 @@ fn descend<U: Unit>(
     mut hi: Option<&mut [u128; GROUP]>,
 ) {
     let mut blk = [0usize; GROUP];
-    for _ in 0..height {
+    // The levels above the last inner level are few nodes and stay cached: one
+    // pass descends them all. The last inner level and the leaves do not fit the
+    // cache: three passes, one line per look-up each (the key block, the child
+    // pointer, the child's head), so a group keeps about GROUP lines in flight.
+    if height > 1 {
+        for k in 0..g {
+            let mut p = node[k];
+            for _ in 0..height - 1 {
+                // SAFETY: above level 0 every node is an inner node of a live tree.
+                let inner = unsafe { inner_ref::<U>(p) };
+                let i = inner.search(uu[k]);
+                if let Some(hi) = hi.as_deref_mut()
+                    && i + 1 < inner.len()
+                {
+                    hi[k] = u128::from(inner.keys[i + 1].get());
+                }
+                p = inner.kid(i);
+            }
+            node[k] = p;
+            prefetch(p.raw());
+        }
+    }
+    for _ in height.saturating_sub(1)..height {
         for k in 0..g {
             // SAFETY: above level 0 every node is an inner node of a live tree.
             let inner = unsafe { inner_ref::<U>(node[k]) };
             let b = count_le_tail(&inner.head.h, uu[k]).min((inner.len() - 1) / B);
             blk[k] = b;
             prefetch(inner.keys[b * B..].as_ptr());
-            prefetch(inner.kids[b * B..].as_ptr());
-            prefetch(inner.kids[b * B + 8..].as_ptr());
         }
         for k in 0..g {
             // SAFETY: as above.
@@ -757,12 +777,18 @@ fn descend<U: Unit>(
             let (blocks, _) = inner.keys.as_chunks::<B>();
             let r = count_le(&blocks[b], uu[k]).min(n - b * B).max(1);
             let i = b * B + r - 1;
+            blk[k] = i;
             if let Some(hi) = hi.as_deref_mut()
                 && i + 1 < n
             {
                 hi[k] = u128::from(inner.keys[i + 1].get());
             }
-            let c = inner.kid(i);
+            prefetch(&inner.kids[i]);
+        }
+        for k in 0..g {
+            // SAFETY: as above.
+            let inner = unsafe { inner_ref::<U>(node[k]) };
+            let c = inner.kid(blk[k]);
             node[k] = c;
             prefetch(c.raw());
             if size_of::<Head<U>>() > 64 {

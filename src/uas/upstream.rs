@@ -1,24 +1,25 @@
 //! A small blocking HTTP/1.1 client for talking to the parent (another UAS or the
-//! RUAS): keep-alive connections in a bounded pool, `Content-Length` and chunked
-//! bodies, timeouts on every step.
+//! RUAS): `Content-Length` and chunked bodies, timeouts on every step, signed
+//! answers checked by the caller.
 //!
-//! Not `ivip::http::client`, which opens one connection per request: forwarding is
-//! on the whole path's latency (UAS acceptance to QSD application), so the link to
-//! the parent keeps connections alive. Not a general HTTP client: `http://` only (answers are signed, spec:
-//! uas-api.md §6; put TLS in front where the path is untrusted), no redirects, no
-//! proxies. One request on a reused connection that fails before any answer byte
-//! arrived is retried once on a fresh connection (the server may have closed an idle
-//! keep-alive connection); that is safe for SUMUCs because the RUAS answers a
-//! repeated request id with its first outcome (sumuc.md §2).
+//! One request per connection (`Connection: close`). Keep-alive would save a
+//! loopback handshake, but tiny_http 0.12 serves each connection on a pooled thread
+//! for as long as the connection lives and, in a burst of new connections, queues
+//! some behind threads that are blocked on idle kept-alive ones: those requests then
+//! wait until another connection closes (measured in `ivip testnet`: 5 s stalls at
+//! the parent time-out, and whole-run stalls in `cargo bench --bench ruas`). With a
+//! connection per request every server task is short and none waits long.
+//!
+//! Not a general HTTP client: `http://` only (answers are signed, spec: uas-api.md
+//! §6; put TLS in front where the path is untrusted), no redirects, no proxies. A
+//! request whose connection fails before any answer byte arrived is retried once on
+//! a fresh connection; that is safe for SUMUCs because the RUAS answers a repeated
+//! request id with its first outcome (sumuc.md §2).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-/// Idle connections kept per parent.
-pub const IDLE_CONNECTIONS_MAX: usize = 16;
 /// Largest answer body read.
 pub const ANSWER_BYTES_MAX: usize = 16 << 20;
 /// Longest status line or header line.
@@ -81,7 +82,6 @@ pub struct HttpClient {
     authority: String,
     base_path: String,
     timeout: Duration,
-    idle: Mutex<Vec<Conn>>,
 }
 
 impl HttpClient {
@@ -105,7 +105,6 @@ impl HttpClient {
             authority: authority.to_string(),
             base_path: path.to_string(),
             timeout,
-            idle: Mutex::new(Vec::new()),
         })
     }
 
@@ -151,17 +150,12 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer, UpstreamError> {
-        let pooled = self.idle.lock().pop();
-        let reused = pooled.is_some();
-        let conn = match pooled {
-            Some(c) => c,
-            None => self.connect()?,
-        };
+        let conn = self.connect()?;
         match self.exchange(conn, method, path_and_query, headers, body) {
             Ok(a) => Ok(a),
-            Err((e, answered)) if reused && !answered => {
+            Err((e, answered)) if !answered => {
                 log::debug!(
-                    "idle connection to {} failed ({e}); retrying",
+                    "connection to {} failed before an answer ({e}); retrying once",
                     self.authority
                 );
                 let conn = self.connect()?;
@@ -187,7 +181,7 @@ impl HttpClient {
         );
         let io = |e| (UpstreamError::Io(to.clone(), e), false);
         let mut head = format!(
-            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: keep-alive\r\n",
+            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
             self.base_path,
             self.authority,
             body.len()
@@ -247,7 +241,8 @@ impl HttpClient {
         let chunked =
             find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let mut body = Vec::new();
-        let mut reusable = !close;
+        // One request per connection (see the module doc).
+        let _ = close;
         if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
         } else if chunked {
             loop {
@@ -281,13 +276,6 @@ impl HttpClient {
                 .map_err(io)?;
             if body.len() > ANSWER_BYTES_MAX {
                 return Err(bad("answer too large"));
-            }
-            reusable = false;
-        }
-        if reusable {
-            let mut idle = self.idle.lock();
-            if idle.len() < IDLE_CONNECTIONS_MAX {
-                idle.push(conn);
             }
         }
         Ok(Answer {
@@ -373,29 +361,37 @@ mod tests {
     }
 
     #[test]
-    fn keep_alive_reuses_connections_and_retries_once_when_an_idle_one_was_closed() {
+    fn one_connection_per_request_and_a_failed_connection_is_retried_once() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || {
-            // Connection 1: one answer, then the server closes it while idle.
+            // Connection 1: closed before any answer; the client retries.
             let (s, _) = l.accept().unwrap();
             let mut r = BufReader::new(s);
-            let b = read_request(&mut r).unwrap();
-            answer(&mut r, &[b"1:", &b[..]].concat(), false);
+            assert!(read_request(&mut r).is_some());
             drop(r);
-            // Connection 2: the retried request and the next one (reused, chunked).
-            let (s, _) = l.accept().unwrap();
-            let mut r = BufReader::new(s);
-            for (i, chunked) in [(2, false), (3, true)] {
-                let b = read_request(&mut r).unwrap();
+            // Then one connection per request, each asking to be closed.
+            for (i, chunked) in [(1, false), (2, true), (3, false)] {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s);
+                let mut head = String::new();
+                loop {
+                    let line = read_line(&mut r).unwrap();
+                    if line.is_empty() {
+                        break;
+                    }
+                    head.push_str(&line.to_ascii_lowercase());
+                    head.push('\n');
+                }
+                assert!(head.contains("connection: close"), "{head}");
+                let mut b = vec![0; 5];
+                r.read_exact(&mut b).unwrap();
                 answer(
                     &mut r,
                     &[format!("{i}:").as_bytes(), &b[..]].concat(),
                     chunked,
                 );
             }
-            l.set_nonblocking(true).unwrap();
-            l.accept().is_err() // no third connection
         });
         let c = HttpClient::new(&format!("http://{addr}"), Duration::from_secs(5)).unwrap();
         for i in 1..=3 {
@@ -403,7 +399,7 @@ mod tests {
             assert_eq!(a.status, 200);
             assert_eq!(a.body, format!("{i}:hello").as_bytes());
         }
-        assert!(t.join().unwrap(), "two connections in all");
+        t.join().unwrap();
         assert!(HttpClient::new("https://x:1", Duration::from_secs(1)).is_err());
         assert_eq!(query_escape("20.0.0.0+256"), "20.0.0.0%2B256");
     }
