@@ -2,7 +2,8 @@
 import os, pathlib
 here = pathlib.Path(__file__).parent
 targets = {"payload.txt": "wire_payload", "query.txt": "wire_query", "sumuc.txt": "wire_sumuc",
-           "snapshot.txt": "wire_snapshot", "control.txt": "wire_control", "mps.txt": "wire_mps"}
+           "snapshot.txt": "wire_snapshot", "control.txt": "wire_control", "mps.txt": "wire_mps",
+           "history.txt": "wire_history"}
 for fname, target in targets.items():
     src = here.parent / "spec" / "vectors" / fname
     if not src.exists():

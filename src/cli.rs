@@ -20,6 +20,7 @@ daemons (each takes --config FILE, a TOML file; see contrib/examples/):
   uas hash-password [--password-file FILE]
                              print an Argon2id hash for a UAS user (stdin if no file)
   uas audit DIR              print a UAS audit trail as JSON lines
+  history --config FILE      record every mapping change durably; search it over HTTP
 
 the main job:
   testnet [--duration S] [--rate N] [--loss PCT] [--kill-replicator] [--json] ...
@@ -48,6 +49,12 @@ tools:
                           RANGE ETR | split RANGE at N | join RANGE | delete RANGE;
                           RANGE is START+LEN or FIRST-LAST. Exit status 0 done,
                           3 refused, 1 no answer or error
+  history ADDRESS --server URL [--from TIME] [--to TIME] [--json]
+                          every mapping ADDRESS had in the window, with the RUAS
+                          and payload behind each (TIME: RFC 3339 or µs since 1970)
+  history --mab MAB --server URL [--from TIME] [--to TIME] [--after RECORD]
+          [--limit N] [--json]
+                          every change of one MAB in the window (an audit)
   help                    this text
 ";
 
@@ -86,6 +93,7 @@ pub(crate) fn run(cmd: &str, args: Vec<OsString>) -> Result<ExitCode, Failed> {
         "mps" => mps(args),
         "uas" => tool(ivip::uas::tool::uas_main(args)),
         "update" => tool(ivip::uas::tool::update_main(args)),
+        "history" => history(args),
         other => Err(Failed::Usage(format!("unknown command `{other}`"))),
     }
 }
@@ -149,6 +157,83 @@ fn mps(args: Vec<OsString>) -> Result<ExitCode, Failed> {
     let settings = ivip::mps::MpsConfig::load(&path).map_err(|e| Failed::Error(e.to_string()))?;
     ivip::mps::run(&settings, ivip::daemon::Shutdown::on_signals())
         .map_err(|e| Failed::Error(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ivip history --config FILE` runs the recorder; `ivip history ADDRESS ...` and
+/// `ivip history --mab MAB ...` search one (spec: http.md, History).
+fn history(args: Vec<OsString>) -> Result<ExitCode, Failed> {
+    use lexopt::prelude::*;
+    if args.iter().any(|a| a == "--config" || a == "-c") {
+        let path = config_path(args)?;
+        let settings = ivip::history::config::HistoryConfig::load(&path)
+            .map_err(|e| Failed::Error(e.to_string()))?;
+        ivip::history::driver::run(&settings, ivip::daemon::Shutdown::on_signals())
+            .map_err(|e| Failed::Error(e.to_string()))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut p = lexopt::Parser::from_args(args);
+    let (mut address, mut mab, mut server) = (None, None, None);
+    let mut query: Vec<(&str, String)> = Vec::new();
+    let mut json = false;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("server") | Short('s') => server = Some(p.value()?.string()?),
+            Long("from") => query.push(("from", p.value()?.string()?)),
+            Long("to") => query.push(("to", p.value()?.string()?)),
+            Long("after") => query.push(("after", p.value()?.string()?)),
+            Long("limit") => query.push(("limit", p.value()?.string()?)),
+            Long("mab") => mab = Some(p.value()?.string()?),
+            Long("json") => json = true,
+            Value(v) if address.is_none() => address = Some(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let server = server.ok_or_else(|| Failed::Usage("--server URL is required".into()))?;
+    let server = server.trim_end_matches('/');
+    let (path, first) = match (&address, &mab) {
+        (Some(a), None) => {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(Failed::Usage(format!("`{a}` is not an IP address")));
+            }
+            ("/v1/history", ("address", a.clone()))
+        }
+        (None, Some(m)) => ("/v1/history/mab", ("mab", m.clone())),
+        _ => return Err(Failed::Usage("give either ADDRESS or --mab MAB".into())),
+    };
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    let mut url = format!("{server}{path}?{}={}", first.0, enc(&first.1));
+    for (k, v) in &query {
+        url.push_str(&format!("&{k}={}", enc(v)));
+    }
+    let r = ivip::http::Client::default()
+        .get(&url)
+        .map_err(|e| Failed::Error(format!("{url}: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body)
+        .map_err(|_| Failed::Error(format!("{url}: HTTP {}: the answer is not JSON", r.status)))?;
+    if r.status != 200 {
+        return Err(Failed::Error(format!(
+            "{}: {}",
+            v["error"].as_str().unwrap_or("error"),
+            v["detail"].as_str().unwrap_or("")
+        )));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else if address.is_some() {
+        print!("{}", ivip::history::text::address_text(&v));
+    } else {
+        print!("{}", ivip::history::text::mab_text(&v));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod delegation;
 pub mod dtls;
 pub mod feed;
+pub mod history;
 pub mod http;
 pub mod keyfile;
 pub mod metrics;

@@ -33,6 +33,7 @@ pub mod dtls;
 mod error;
 pub mod frame;
 pub mod hex;
+pub mod history;
 pub mod ints;
 pub mod mps;
 pub mod payload;
