@@ -798,7 +798,17 @@ fn a_handshake_flood_from_one_address_does_not_stop_the_stream_from_the_others()
         link.metrics().hello_verify.get() - verify_before <= 4 * per_ip,
         "HelloVerifyRequests stay within the per-address budget"
     );
-    assert_eq!(link.metrics().half_open.get(), 0);
+    // No flood hello got past the cookie into state. The one half-open
+    // association allowed is this node's own: the garbage epoch-1 records from
+    // the pinned flooder read as "the peer holds an association this node lost",
+    // and this node opens one to it (one per peer, rate-limited, timed out after
+    // handshake_timeout).
+    assert!(
+        link.metrics().half_open.get() <= 1,
+        "{} half-open associations after the flood",
+        link.metrics().half_open.get()
+    );
+    assert!(link.metrics().rehandshakes.get() <= 1);
     let reg = rn.registry.clone();
     rn.ruas.stop().unwrap();
     let last = ruas_last_seq(&reg);

@@ -293,7 +293,9 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// A stand-in upstream replicator: answers subscriptions and sends what it is
-/// told, to every subscriber or all but some.
+/// told, to every subscriber or all but some. It speaks plain UDP, so the
+/// recorder and MPS here run with `insecure_plain_udp` (DTLS links are tested
+/// in tests/dtls.rs; this file tests what the recorder does with payloads).
 struct FakeUpstream {
     sock: Arc<UdpSocket>,
     subs: Arc<Mutex<Vec<SocketAddr>>>,
@@ -461,7 +463,8 @@ fn mps_for(u: [&FakeUpstream; 2], key: &KeyPair) -> ivip::mps::Mps {
     let text = format!(
         "listen = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n\
          [[ruas]]\nid = 5\npublic_key = \"{}\"\n\
-         [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n",
+         [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n\
+         [dtls]\ninsecure_plain_udp = true\n",
         ivip_wire::hex::encode(&key.public()),
         u[0].addr(),
         u[1].addr()
@@ -485,7 +488,8 @@ fn history_toml(
          [[ruas]]\nid = 5\npublic_key = \"{}\"\nsnapshots = \"{snapshots}\"\n\
          [[feed]]\naddress = \"{}\"\n[[feed]]\naddress = \"{}\"\n\
          [store]\nsegment_bytes = 1048576\n\
-         [repair]\ngrace_ms = 50\nretry_ms = 200\ngive_up_s = 20\nsnapshot_wait_s = 10\n",
+         [repair]\ngrace_ms = 50\nretry_ms = 200\ngive_up_s = 20\nsnapshot_wait_s = 10\n\
+         [dtls]\ninsecure_plain_udp = true\n",
         dir.display(),
         ivip_wire::hex::encode(&key.public()),
         u[0].addr(),

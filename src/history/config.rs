@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::ingest::RepairSettings;
 use super::store::{Retention, StoreConfig as StoreSettings};
 use crate::config::{self, ConfigError};
+use crate::dtls::{DtlsConfig, Security};
 use crate::feed::config::check_feeds;
 use crate::feed::{FeedEntry, FeedTimingConfig};
 use crate::mps::core::{FillSettings, Settings as MpsCoreSettings};
@@ -31,8 +32,9 @@ pub struct RuasEntry {
     /// Its Ed25519 public key, 64 hex digits.
     #[serde(with = "crate::config::hex32")]
     pub public_key: [u8; 32],
-    /// The RUAS's HTTP base URL (`http://host:port`), where `GET /v1/snapshots`
-    /// lists its snapshots (http.md, RUAS).
+    /// The RUAS's HTTP base URL (`http://host:port`, or `https://` checked
+    /// against the `[dtls]` pins), where `GET /v1/snapshots` lists its snapshots
+    /// (http.md, RUAS).
     pub snapshots: String,
 }
 
@@ -141,7 +143,8 @@ pub struct HistoryConfig {
     /// RUASes recorded.
     #[serde(default)]
     pub ruas: Vec<RuasEntry>,
-    /// MPSes asked for missed payloads (`http://host:port`).
+    /// MPSes asked for missed payloads (`http://host:port`, or `https://`
+    /// checked against the `[dtls]` pins).
     #[serde(default)]
     pub peers: Vec<String>,
     /// Storage.
@@ -162,6 +165,9 @@ pub struct HistoryConfig {
     /// Fault injection (testing only).
     #[serde(default)]
     pub fault: FaultConfig,
+    /// Link security: identity and pinned peers (spec: dtls.md).
+    #[serde(default)]
+    pub dtls: DtlsConfig,
 }
 
 /// A checked recorder configuration.
@@ -197,16 +203,17 @@ pub struct HistorySettings {
     pub fault: FaultConfig,
     /// Event-loop limits.
     pub event_loop: LoopConfig,
+    /// DTLS or (tests only) plain UDP; pins for HTTPS fetches.
+    pub dtls: Security,
 }
 
-fn http_url(path: &Path, key: String, url: &str) -> Result<String, ConfigError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        ConfigError::invalid(
-            path,
-            key.clone(),
-            format!("{url:?} must be an http://host:port URL"),
-        )
-    })?;
+fn http_url(path: &Path, key: String, url: &str, dtls: &Security) -> Result<String, ConfigError> {
+    crate::qsd::config::check_url(url, dtls)
+        .map_err(|m| ConfigError::invalid(path, key.clone(), m))?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or("");
     if rest.is_empty() || rest.contains(char::is_whitespace) {
         return Err(ConfigError::invalid(
             path,
@@ -237,7 +244,13 @@ impl HistoryConfig {
     /// [`ConfigError::Invalid`] naming the key.
     pub fn check(&self, path: &Path) -> Result<HistorySettings, ConfigError> {
         let bad = |key: &str, msg: String| ConfigError::invalid(path, key, msg);
+        let dtls = self.dtls.check(path)?;
         let feeds = check_feeds(path, "feed", &self.feed, 2, self.listen)?;
+        for (i, f) in self.feed.iter().enumerate() {
+            for a in std::iter::once(&f.address).chain(&f.alternatives) {
+                dtls.require_pinned(path, &format!("feed[{i}]"), *a)?;
+            }
+        }
         let timing = self.feed_timing.check(path)?;
         if self.ruas.is_empty() {
             return Err(bad(
@@ -275,14 +288,14 @@ impl HistoryConfig {
             keys.push((id, r.public_key));
             urls.push((
                 id,
-                http_url(path, format!("ruas[{i}].snapshots"), &r.snapshots)?,
+                http_url(path, format!("ruas[{i}].snapshots"), &r.snapshots, &dtls)?,
             ));
         }
         let peers = self
             .peers
             .iter()
             .enumerate()
-            .map(|(i, p)| http_url(path, format!("peers[{i}]"), p))
+            .map(|(i, p)| http_url(path, format!("peers[{i}]"), p, &dtls))
             .collect::<Result<Vec<_>, _>>()?;
         let s = &self.store;
         if s.segment_bytes < 1 << 20 || s.segment_bytes > super::segment::SEGMENT_BYTES_MAX_LIMIT {
@@ -359,6 +372,7 @@ impl HistoryConfig {
             socket: self.socket,
             fault: self.fault,
             event_loop: LoopConfig::default(),
+            dtls,
         })
     }
 }
@@ -384,7 +398,8 @@ mod tests {
     fn parse(extra: &str, ruas: &str) -> Result<HistorySettings, ConfigError> {
         let text = format!(
             "listen = \"127.0.0.1:4700\"\nhttp = \"127.0.0.1:8090\"\ndir = \"/tmp/h\"\n{extra}\n{ruas}\n\
-             [[feed]]\naddress = \"127.0.0.1:4500\"\n[[feed]]\naddress = \"127.0.0.1:4501\"\n"
+             [[feed]]\naddress = \"127.0.0.1:4500\"\n[[feed]]\naddress = \"127.0.0.1:4501\"\n\
+             [dtls]\ninsecure_plain_udp = true\n"
         );
         let p = Path::new("h.toml");
         config::parse::<HistoryConfig>(p, &text)?.check(p)
@@ -406,5 +421,8 @@ mod tests {
         assert!(e.to_string().contains("store.segment_bytes"), "{e}");
         let e = parse("peers = [\"127.0.0.1:1\"]\n", &ruas).unwrap_err();
         assert!(e.to_string().contains("peers[0]"), "{e}");
+        // Plain UDP has no pins to check an HTTPS server against.
+        let e = parse("peers = [\"https://127.0.0.1:1\"]\n", &ruas).unwrap_err();
+        assert!(e.to_string().contains("needs [dtls] pins"), "{e}");
     }
 }

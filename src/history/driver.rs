@@ -28,6 +28,7 @@ use super::ingest::{IngestCore, Job, TICK, Trackers};
 use super::segment::sync_dir;
 use super::store::{Store, StoreReader};
 use crate::daemon::Shutdown;
+use crate::dtls::tls::ClientTls;
 use crate::http::{self, HttpServer, ServerConfig};
 use crate::metrics::Registry;
 use crate::mps::core::{FetchJob, MpsCore};
@@ -333,6 +334,14 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         .map_err(RecorderError::Bind)?
         .remove(0);
     let addr = sock.local_addr().map_err(RecorderError::Bind)?;
+    let link = s
+        .dtls
+        .link("history", &registry, "ivip_history")
+        .map_err(RecorderError::Setup)?;
+    let tls = match s.dtls.https().map_err(RecorderError::Setup)? {
+        Some((_, pins)) => Some(ClientTls::new(pins).map_err(RecorderError::Setup)?),
+        None => None,
+    };
     let lp = UdpLoop::new(
         sock,
         s.event_loop,
@@ -340,7 +349,8 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         LoopMetrics::register(&registry, "ivip_history"),
         clock,
     )
-    .map_err(RecorderError::Worker)?;
+    .map_err(RecorderError::Worker)?
+    .with_link(link);
     let waker = lp.waker();
     let (jobs_tx, jobs_rx) = bounded::<Job>(FETCH_QUEUE_MAX);
     let (pay_tx, pay_rx) = bounded::<PayloadResult>(FETCH_QUEUE_MAX);
@@ -396,7 +406,11 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         wake: wake_tx,
     };
     match cores::spawn("history-fetch".into(), move || {
-        fetch_loop(&client, &peers, &urls, &jobs_rx, &out, &fetch_stop);
+        let fetch = Fetch {
+            client: &client,
+            tls: tls.as_ref(),
+        };
+        fetch_loop(&fetch, &peers, &urls, &jobs_rx, &out, &fetch_stop);
         Ok(())
     }) {
         Ok(t) => threads.push(t),
@@ -472,8 +486,20 @@ struct FetchOut {
     wake: Sender<()>,
 }
 
+/// The blocking client and, with `[dtls]`, the pins for `https://` URLs.
+struct Fetch<'a> {
+    client: &'a http::Client,
+    tls: Option<&'a ClientTls>,
+}
+
+impl Fetch<'_> {
+    fn get(&self, url: &str) -> Result<http::HttpResponse, http::ClientError> {
+        self.client.get_with(url, self.tls)
+    }
+}
+
 fn fetch_loop(
-    client: &http::Client,
+    client: &Fetch<'_>,
     peers: &[String],
     urls: &[(RuasId, String)],
     jobs: &Receiver<Job>,

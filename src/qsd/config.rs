@@ -295,7 +295,7 @@ mod tests {
     fn a_directory_must_be_named() {
         let p = Path::new("q.toml");
         let text = "query_listen = \"127.0.0.1:0\"\nfeed_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\
-                    [[feed]]\naddress = \"127.0.0.1:9\"\n";
+                    [[feed]]\naddress = \"127.0.0.1:9\"\n[dtls]\ninsecure_plain_udp = true\n";
         let e = config::parse::<QsdConfig>(p, text)
             .unwrap()
             .check(p)

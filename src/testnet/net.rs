@@ -19,7 +19,7 @@ use crate::http::Client;
 #[derive(Debug)]
 pub enum RuasHandle {
     /// Threads of this process.
-    InProcess(crate::ruas::Ruas),
+    InProcess(Box<crate::ruas::Ruas>),
     /// A child process running `ivip ruas`.
     Process(std::process::Child),
 }
@@ -157,7 +157,7 @@ impl Testnet {
             None => {
                 let c = crate::ruas::RuasConfig::load(cfg).map_err(|e| e.to_string())?;
                 crate::ruas::start(&c, Shutdown::new())
-                    .map(RuasHandle::InProcess)
+                    .map(|r| RuasHandle::InProcess(Box::new(r)))
                     .map_err(|e| format!("ruas {i}: {e}"))
             }
         }
