@@ -33,7 +33,8 @@ pub struct Summary {
     pub payloads_sent: u64,
     /// Payload sequence numbers QSDs found missing on arrival (summed over QSDs).
     pub payloads_lost: u64,
-    /// Payloads QSDs recovered from MPSes (summed over QSDs).
+    /// Payloads QSDs fetched from MPSes (summed over QSDs): gap repairs, and
+    /// at boot the payloads between a snapshot and the live stream.
     pub payloads_recovered: u64,
     /// Datagrams dropped by the injected loss (all links).
     pub datagrams_dropped: u64,
@@ -93,7 +94,7 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "  payloads sent {:>8}   lost (gaps at QSDs) {:>6}   recovered from MPSes {:>6}   datagrams dropped {:>6}",
+            "  payloads sent {:>8}   lost (gaps at QSDs) {:>6}   fetched from MPSes (gaps, boot fill) {:>6}   datagrams dropped {:>6}",
             self.payloads_sent, self.payloads_lost, self.payloads_recovered, self.datagrams_dropped
         );
         let _ = writeln!(
