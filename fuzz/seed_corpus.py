@@ -3,7 +3,7 @@ import os, pathlib
 here = pathlib.Path(__file__).parent
 targets = {"payload.txt": "wire_payload", "query.txt": "wire_query", "sumuc.txt": "wire_sumuc",
            "snapshot.txt": "wire_snapshot", "control.txt": "wire_control", "mps.txt": "wire_mps",
-           "history.txt": "wire_history"}
+           "history.txt": "wire_history", "dtls.txt": "wire_dtls"}
 for fname, target in targets.items():
     src = here.parent / "spec" / "vectors" / fname
     if not src.exists():
