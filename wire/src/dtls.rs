@@ -285,7 +285,8 @@ pub struct ClientHelloPeek {
 /// message other than ClientHello), [`WireError::Truncated`] (fragment shorter than the handshake header plus
 /// version and random), [`WireError::BadFragment`] (a fragment that does not
 /// start at offset 0, or that claims more than the message length or than the
-/// record holds).
+/// record holds), [`WireError::Truncated`] (a declared fragment length too short
+/// to hold the version and random).
 pub fn peek_client_hello(datagram: &[u8]) -> Result<ClientHelloPeek, WireError> {
     let (r, _) = split_record(datagram)?;
     if r.content_type != ContentType::Handshake {
@@ -311,6 +312,11 @@ pub fn peek_client_hello(datagram: &[u8]) -> Result<ClientHelloPeek, WireError> 
     let frag_len = u24(9);
     if offset != 0 || frag_len > length || frag_len > f.len() - HANDSHAKE_HEADER_LEN {
         return Err(WireError::BadFragment);
+    }
+    // The version and random must lie inside the declared fragment, not merely
+    // inside the record.
+    if frag_len < 2 + RANDOM_LEN {
+        return Err(WireError::Truncated);
     }
     let body = &f[HANDSHAKE_HEADER_LEN..];
     let mut random = [0u8; RANDOM_LEN];

@@ -164,6 +164,23 @@ fn invalid() -> Vec<(&'static str, Vec<u8>, WireError)> {
             m(&ch, &|b| b[13 + 3] = 0),
             WireError::BadFragment,
         ),
+        (
+            "client hello: fragment longer than the record",
+            m(&ch, &|b| {
+                b[13 + 1] = 1;
+                b[13 + 9] = 1;
+            }),
+            WireError::BadFragment,
+        ),
+        (
+            // The random would come from bytes outside the declared fragment.
+            "client hello: a zero-length fragment",
+            m(&ch, &|b| {
+                b[13 + 3] = 0;
+                b[13 + 11] = 0;
+            }),
+            WireError::Truncated,
+        ),
     ]
 }
 
