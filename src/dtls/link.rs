@@ -430,9 +430,6 @@ struct Changes {
     half_open_by_ip: HashMap<IpAddr, usize>,
     /// When this node last started a handshake with, or saw one fail with, a peer.
     attempts: HashMap<SocketAddr, (Instant, bool)>,
-    /// Datagrams of client attempts this node gave up for the peer's own attempt
-    /// (simultaneous open), waiting for the association the peer opens.
-    orphans: HashMap<SocketAddr, (Instant, VecDeque<Vec<u8>>)>,
 }
 
 /// Token buckets for ClientHellos: per IP (hashed into slots) and in total.
@@ -791,28 +788,18 @@ impl Link {
                 }
                 return;
             }
-            if st.phase == Phase::Client {
+            if st.phase == Phase::Client && st.client_random > ch.random {
                 // Both sides opened at once: the larger client random stays client.
-                if st.client_random > ch.random {
-                    self.metrics.drop(Drop::SimultaneousOpen);
-                    return;
-                }
-                let carried = std::mem::take(&mut st.pending);
                 self.metrics.drop(Drop::SimultaneousOpen);
-                self.retire(&a, &mut st);
-                let mut c = self.changes.lock();
-                if c.orphans.len() >= self.limits.half_open_max {
-                    let horizon = self.limits.handshake_timeout;
-                    c.orphans
-                        .retain(|_, (t, _)| now.saturating_since(*t) < horizon);
-                }
-                if c.orphans.len() < self.limits.half_open_max {
-                    c.orphans.insert(from, (now, carried));
-                }
+                return;
             }
-            // Established, or a server handshake with another random: the peer
-            // restarted or gave up on that attempt. Its new association replaces
-            // the old once the cookie proves its address.
+            // Our own client attempt with the smaller random, an established
+            // association, or a server handshake with another random: the peer
+            // opened at the same time, restarted, or gave up on that attempt. Its
+            // new association replaces the old only once the cookie proves its
+            // address (`insert`, which also carries our attempt's queued
+            // datagrams over), so a hello with a forged source cannot abort a
+            // handshake of ours.
         }
         if !self.hello.lock().allow(from.ip(), now) {
             self.metrics.drop(Drop::HelloRate);
@@ -1080,10 +1067,7 @@ impl Link {
                 }
             }
             self.metrics.half_open.set(c.half_open as i64);
-            let pending = match c.orphans.remove(&peer) {
-                Some((t, q)) if now.saturating_since(t) < self.limits.handshake_timeout => q,
-                _ => VecDeque::new(),
-            };
+            let pending = VecDeque::new();
             a = Arc::new(Assoc {
                 peer,
                 peer_sa: SockAddr::from(peer),
@@ -1105,8 +1089,23 @@ impl Link {
             self.table.store(Arc::new(next));
         }
         if let Some(old) = replaced {
-            let mut st = old.state.lock();
-            self.retire(&old, &mut st);
+            // The peer's address-proven association replaces ours; a client
+            // attempt of ours that lost the tie (simultaneous open) hands over
+            // the datagrams it queued.
+            let carried = {
+                let mut st = old.state.lock();
+                let carried = if st.phase == Phase::Client && phase == Phase::Server {
+                    self.metrics.drop(Drop::SimultaneousOpen);
+                    std::mem::take(&mut st.pending)
+                } else {
+                    VecDeque::new()
+                };
+                self.retire(&old, &mut st);
+                carried
+            };
+            if !carried.is_empty() {
+                a.state.lock().pending.extend(carried);
+            }
         }
         Ok(a)
     }

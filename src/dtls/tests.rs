@@ -406,6 +406,26 @@ fn both_sides_opening_at_once_settle_on_one_association() {
 }
 
 #[test]
+fn a_forged_hello_in_the_peers_name_does_not_abort_a_handshake() {
+    let (mut n, a, b) = Net::pair();
+    n.send(a, addr(2), b"from a");
+    // a's ClientHello is on its way to b. An attacker who knows both addresses
+    // sends a in b's name a copy with the largest possible random, which would
+    // win the simultaneous-open tie.
+    let (_, _, hello) = n.queue.front().cloned().unwrap();
+    let mut forged = hello.clone();
+    let random = 13 + 12 + 2;
+    forged[random..random + 32].fill(0xff);
+    n.inject(addr(2), addr(1), forged);
+    n.run(500);
+    n.tick(Duration::from_ms(1));
+    n.run(500);
+    assert_eq!(n.got(b), [b"from a".to_vec()]);
+    assert_eq!(n.nodes[a].link.established().len(), 1);
+    assert_eq!(n.dropped(a, Drop::SimultaneousOpen), 0);
+}
+
+#[test]
 fn a_hello_flood_from_one_address_is_cut_and_other_links_keep_working() {
     let mut n = Net::new();
     let (ia, ib, ic) = (id("a"), id("b"), id("c"));
