@@ -292,7 +292,27 @@ impl Security {
                     ),
                 ))
             }
-            _ => Ok(()),
+            Security::Dtls(s) => {
+                // Covered, but perhaps only by `ip:port` patterns: a handshake
+                // from that IP is then accepted from that one port only.
+                let any_port = SocketAddr::new(ip, 0);
+                let every_port = s.pins.pins().iter().any(|p| {
+                    p.addresses.is_empty()
+                        || p.addresses.iter().any(|a| {
+                            matches!(a, AddrPattern::Prefix(_)) && a.matches(any_port, false)
+                        })
+                });
+                if !every_port {
+                    log::warn!(
+                        "{}: `{key}`: {ip} is pinned only as ip:port, so its DTLS handshakes are \
+                         accepted from that port alone; give the sender a fixed source port \
+                         (a RUAS's `udp_bind`) or pin the address without a port",
+                        path.display()
+                    );
+                }
+                Ok(())
+            }
+            Security::InsecurePlainUdp => Ok(()),
         }
     }
 
