@@ -421,6 +421,13 @@ mod tests {
             e.contains("feed[1]") && e.contains("127.0.0.2:4501") && e.contains("no pinned"),
             "{e}"
         );
+        // HTTPS servers named by IP need a pin for that host (any port).
+        let check_url = crate::qsd::config::check_url;
+        assert!(check_url("https://127.0.0.1:8443/", &s).is_ok());
+        assert!(check_url("https://10.1.2.3:443", &s).is_ok());
+        assert!(check_url("https://snapshots.example:443", &s).is_ok());
+        let e = check_url("https://192.0.2.9:8443", &s).unwrap_err();
+        assert!(e.contains("no [[dtls.peer]] covers 192.0.2.9"), "{e}");
         let cases = [
             ("fingerprint = \"sha256:00\"", "dtls.peer[0].fingerprint"),
             (

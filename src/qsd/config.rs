@@ -165,14 +165,26 @@ pub fn check_url(u: &str, dtls: &Security) -> Result<(), String> {
     if u.starts_with("http://") {
         return Ok(());
     }
-    if u.starts_with("https://") {
-        return if dtls.is_dtls() {
-            Ok(())
-        } else {
-            Err(format!(
+    if let Some(rest) = u.strip_prefix("https://") {
+        let Security::Dtls(s) = dtls else {
+            return Err(format!(
                 "{u:?}: https needs [dtls] pins to check the server (insecure_plain_udp has none)"
-            ))
+            ));
         };
+        // A server named by IP address must be covered by some pin, or every
+        // fetch would fail its key check (a host name is checked when connecting).
+        let host = rest.split('/').next().unwrap_or("");
+        if let Ok(a) = host.parse::<std::net::SocketAddr>()
+            && !s.pins.pins().iter().any(|p| p.covers(a, true))
+        {
+            return Err(format!(
+                "{u:?}: no [[dtls.peer]] covers {}, so its HTTPS key could not be checked: pin \
+                 it with address = [\"{}\"]",
+                a.ip(),
+                a.ip()
+            ));
+        }
+        return Ok(());
     }
     Err(format!("{u:?} is not an http:// or https:// URL"))
 }
