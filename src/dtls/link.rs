@@ -435,6 +435,10 @@ struct Changes {
 /// Token buckets for ClientHellos: per IP (hashed into slots) and in total.
 #[derive(Debug)]
 struct HelloLimiter {
+    /// Keyed per process from the OS's randomness, so no one can choose IPs that
+    /// share a slot.
+    hasher: std::collections::hash_map::RandomState,
+    /// Per-slot bucket: the IP holding it, tokens, last refill.
     slots: Vec<(Option<IpAddr>, u64, Instant)>,
     total: (u64, Instant),
     per_ip: u64,
@@ -447,6 +451,7 @@ const TOKEN: u64 = 1_000_000;
 impl HelloLimiter {
     fn new(per_ip: u32, all: u32) -> HelloLimiter {
         HelloLimiter {
+            hasher: std::collections::hash_map::RandomState::new(),
             slots: vec![(None, 0, Instant::ZERO); HELLO_SLOTS],
             total: (u64::from(all) * TOKEN, Instant::ZERO),
             per_ip: u64::from(per_ip),
@@ -460,11 +465,12 @@ impl HelloLimiter {
     }
 
     fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        use std::hash::{Hash, Hasher};
+        use std::hash::BuildHasher;
         let ip = ip.to_canonical();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ip.hash(&mut h);
-        let i = (h.finish() as usize) % self.slots.len();
+        let i = (self.hasher.hash_one(ip) as usize) % self.slots.len();
+        // An IP taking over a slot starts with a full bucket, so a legitimate
+        // peer that happens to share a slot with a flooder is not starved; the
+        // random key keeps anyone from choosing IPs that share one.
         let slot = &mut self.slots[i];
         if slot.0 != Some(ip) {
             *slot = (Some(ip), self.per_ip * TOKEN, now);
