@@ -832,12 +832,25 @@ fn a_handshake_flood_from_one_address_does_not_stop_the_stream_from_the_others()
     let reg = rn.registry.clone();
     rn.ruas.stop().unwrap();
     let last = ruas_last_seq(&reg);
-    wait_until(
-        "the last payload at the leaf",
-        Duration::from_secs(10),
-        || sub.seqs().iter().max() == Some(&last),
+    let end = Instant::now() + Duration::from_secs(10);
+    while sub.seqs().iter().max() != Some(&last) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let seqs = sub.seqs();
+    assert!(
+        seqs.iter().max() == Some(&last),
+        "the last payload {last} never reached the leaf: it has up to {:?}, the last ten {:?}; \
+         replicator a:\n{}",
+        seqs.iter().max(),
+        &seqs[seqs.len().saturating_sub(10)..],
+        ra.registry()
+            .render()
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.ends_with(" 0"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let since: Vec<u32> = sub.seqs().into_iter().filter(|s| *s >= mark).collect();
+    let since: Vec<u32> = seqs.into_iter().filter(|s| *s >= mark).collect();
     assert_contiguous_exactly_once("leaf", &since, last);
     drop(sub);
     ra.stop().unwrap();

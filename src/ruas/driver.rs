@@ -374,6 +374,9 @@ impl Writer {
         self.engine.flush(now, now_us, &mut step);
         self.commit(&step.wal).map_err(RuasError::Log)?;
         self.send(&step);
+        // What the last flush sent shows in the gauges (a test or an operator
+        // reading `ivip_ruas_next_seq` after the stop sees the true last number).
+        self.gauges();
         log::info!("RUAS writer stopped");
         Ok(())
     }
