@@ -18,6 +18,9 @@
 //! daemons must know each other before they start; waits are conditions with
 //! deadlines.
 
+mod common;
+use common::{serial, wait_until};
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,24 +38,6 @@ use ivip::sign::KeyPair;
 use ivip_wire::control::{Control, Role};
 use ivip_wire::payload::{PayloadRepr, Record, peek_id};
 use ivip_wire::{PayloadId, RuasId, Seq};
-
-/// The tests here load the machine; run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ivip-dtls-{name}-{}", std::process::id()));

@@ -1,12 +1,15 @@
 //! Whole-system tests of the history recorder (seed s2.1; spec: history.md): real
 //! files, real HTTP, a recorder child process killed with SIGKILL.
 
+mod common;
+use common::{serial, wait_until};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ivip::daemon::Shutdown;
 use ivip::history::query::{self, MappingState};
@@ -270,27 +273,6 @@ fn a_corrupted_segment_is_reported_with_its_location_and_does_not_hide_the_other
 // ===========================================================================
 // The recorder as a whole: feeds, a peer MPS, a RUAS's snapshots
 // ===========================================================================
-
-/// The tests below load the machine; run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// A stand-in upstream replicator: answers subscriptions and sends what it is
 /// told, to every subscriber or all but some. It speaks plain UDP, so the

@@ -9,6 +9,9 @@
 //!   announced hash and only that MAB is reloaded.
 //! * A querier behind a QSC is notified after a change and after a split, and acks.
 
+mod common;
+use common::wait_until;
+
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -28,17 +31,6 @@ use ivip_wire::{Command, Etr, Mab};
 
 const MAB4: &str = "20.0.0.0/16";
 const MAB6: &str = "2001:db8::/32";
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ivip-qsd-{name}-{}", std::process::id()));

@@ -8,6 +8,9 @@
 //! before they start, so each test uses its own 127.N.0.0/16 block with fixed
 //! ports; test subscribers and HTTP servers use port 0.
 
+mod common;
+use common::{serial, wait_until};
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
@@ -26,28 +29,7 @@ use ivip_wire::mps::Bundle;
 use ivip_wire::payload::{PayloadRepr, Record, peek_id};
 use ivip_wire::{PayloadId, RuasId, Seq};
 
-/// The tests here load the machine (two cores on CI); run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 const RUAS_SEED: [u8; 32] = [0x42; 32];
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
