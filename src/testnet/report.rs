@@ -210,16 +210,22 @@ pub fn payload_counts(net: &Testnet) -> (u64, u64, u64, u64) {
     (sent as u64, lost as u64, recovered as u64, dropped as u64)
 }
 
-/// An SVG histogram of latencies (ms), log-spaced bins.
+/// An SVG histogram of latencies (ms, sorted ascending), log-spaced bins over
+/// the range the samples span, ticks at 1-2-5 values, and the p50, p99 and
+/// maximum marked.
 pub fn histogram_svg(lat: &[f64], title: &str) -> String {
     let (w, h, pad) = (720.0, 360.0, 50.0);
-    let lo = 0.1f64;
-    let hi = lat.last().copied().unwrap_or(1.0).max(1.0) * 1.2;
+    let first = lat.first().copied().unwrap_or(1.0).max(0.001);
+    let last = lat.last().copied().unwrap_or(1.0).max(first);
+    // One 1-2-5 step below the fastest sample and a little above the slowest.
+    let lo = nice_below(first);
+    let hi = (last * 1.2).max(lo * 10.0);
     let bins = 40usize;
-    let edge = |i: usize| lo * (hi / lo).powf(i as f64 / bins as f64);
+    let span = (hi / lo).ln();
+    let x_of = |v: f64| pad + (w - 2.0 * pad) * ((v.max(lo) / lo).ln() / span).clamp(0.0, 1.0);
     let mut counts = vec![0usize; bins];
     for &x in lat {
-        let b = (((x.max(lo) / lo).ln() / (hi / lo).ln()) * bins as f64) as usize;
+        let b = (((x.max(lo) / lo).ln() / span) * bins as f64) as usize;
         counts[b.min(bins - 1)] += 1;
     }
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
@@ -234,6 +240,12 @@ pub fn histogram_svg(lat: &[f64], title: &str) -> String {
         "<text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-size=\"13\">{title}</text>",
         w / 2.0
     );
+    let _ = writeln!(
+        s,
+        "<text x=\"{}\" y=\"34\" text-anchor=\"middle\" fill=\"#555\">{} samples</text>",
+        w / 2.0,
+        lat.len()
+    );
     let bw = (w - 2.0 * pad) / bins as f64;
     for (i, c) in counts.iter().enumerate() {
         let bh = (h - 2.0 * pad) * (*c as f64 / max);
@@ -245,14 +257,36 @@ pub fn histogram_svg(lat: &[f64], title: &str) -> String {
             bw - 1.0
         );
     }
-    for i in (0..=bins).step_by(8) {
-        let x = pad + i as f64 * bw;
+    for v in ticks_125(lo, hi) {
+        let x = x_of(v);
         let _ = writeln!(
             s,
-            "<text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{:.1}</text>",
-            h - pad + 15.0,
-            edge(i)
+            "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            h - pad,
+            h - pad + 4.0,
+            h - pad + 16.0,
+            fmt_ms(v)
         );
+    }
+    if !lat.is_empty() {
+        let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+        for (i, (name, v)) in [("p50", pct(0.5)), ("p99", pct(0.99)), ("max", last)]
+            .into_iter()
+            .enumerate()
+        {
+            let x = x_of(v);
+            let _ = writeln!(
+                s,
+                "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/>\n\
+                 <text x=\"{:.1}\" y=\"{}\" fill=\"#c0392b\">{name} {} ms</text>",
+                pad - 4.0,
+                h - pad,
+                x + 3.0,
+                pad + 2.0 + 13.0 * i as f64,
+                fmt_ms(v)
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -262,7 +296,7 @@ pub fn histogram_svg(lat: &[f64], title: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">samples (max {max})</text>",
+        "<text x=\"14\" y=\"{}\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">samples per bin (tallest {max})</text>",
         h / 2.0,
         h / 2.0
     );
@@ -275,6 +309,42 @@ pub fn histogram_svg(lat: &[f64], title: &str) -> String {
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// The largest 1-2-5 value (…, 0.5, 1, 2, 5, 10, …) at or below `v` (> 0).
+fn nice_below(v: f64) -> f64 {
+    let p = 10f64.powf(v.log10().floor());
+    [5.0, 2.0, 1.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|x| *x <= v)
+        .unwrap_or(p)
+}
+
+/// The 1-2-5 values in `[lo, hi]`.
+fn ticks_125(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut p = 10f64.powf(lo.log10().floor());
+    while p <= hi && out.len() < 64 {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * p;
+            if v >= lo * 0.999 && v <= hi {
+                out.push(v);
+            }
+        }
+        p *= 10.0;
+    }
+    out
+}
+
+fn fmt_ms(v: f64) -> String {
+    if v >= 10.0 {
+        format!("{v:.0}")
+    } else if v >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
 }
 
 #[cfg(test)]
@@ -308,5 +378,12 @@ mod tests {
         assert_eq!(v["latency_ms_max"], 4.0);
         let svg = histogram_svg(&s.latencies_ms, "t");
         assert!(svg.starts_with("<svg") && svg.contains("<rect"));
+        assert!(
+            svg.contains("p50 3.0 ms") && svg.contains("max 4.0 ms"),
+            "{svg}"
+        );
+        assert_eq!(nice_below(3.7), 2.0);
+        assert_eq!(nice_below(0.07), 0.05);
+        assert_eq!(ticks_125(2.0, 48.0), [2.0, 5.0, 10.0, 20.0]);
     }
 }
