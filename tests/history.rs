@@ -2,13 +2,13 @@
 //! files, real HTTP, a recorder child process killed with SIGKILL.
 
 mod common;
+use common::fake_upstream::FakeUpstream;
 use common::{serial, wait_until};
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ivip::daemon::Shutdown;
@@ -20,7 +20,6 @@ use ivip::http::server::{Request, Response, ServerConfig};
 use ivip::rng::Rng;
 use ivip::sign::KeyPair;
 use ivip::table::Table;
-use ivip_wire::control::Control;
 use ivip_wire::history::HistoryRecord;
 use ivip_wire::payload::{Payload, RecordView};
 use ivip_wire::snapshot::StreamPosition;
@@ -274,93 +273,6 @@ fn a_corrupted_segment_is_reported_with_its_location_and_does_not_hide_the_other
 // The recorder as a whole: feeds, a peer MPS, a RUAS's snapshots
 // ===========================================================================
 
-/// A stand-in upstream replicator: answers subscriptions and sends what it is
-/// told, to every subscriber or all but some. It speaks plain UDP, so the
-/// recorder and MPS here run with `insecure_plain_udp` (DTLS links are tested
-/// in tests/dtls.rs; this file tests what the recorder does with payloads).
-struct FakeUpstream {
-    sock: Arc<UdpSocket>,
-    subs: Arc<Mutex<Vec<SocketAddr>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeUpstream {
-    fn start() -> FakeUpstream {
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let subs = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, l, st) = (sock.clone(), subs.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !st.load(Ordering::SeqCst) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                match Control::parse(&buf[..n]) {
-                    Ok(Control::Subscribe {
-                        nonce, cookie: 0, ..
-                    }) => {
-                        let c = Control::Challenge { nonce, cookie: 42 };
-                        let _ = s.send_to(&c.to_bytes(), from);
-                    }
-                    Ok(Control::Subscribe { nonce, .. }) => {
-                        let c = Control::Accept {
-                            nonce,
-                            keepalive_ms: 300,
-                            expiry_ms: 5000,
-                        };
-                        let _ = s.send_to(&c.to_bytes(), from);
-                        let mut v = l.lock().unwrap();
-                        if !v.contains(&from) {
-                            v.push(from);
-                        }
-                    }
-                    Ok(Control::Unsubscribe { .. }) => l.lock().unwrap().retain(|a| *a != from),
-                    _ => {}
-                }
-            }
-        });
-        FakeUpstream {
-            sock,
-            subs,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.sock.local_addr().unwrap().to_string()
-    }
-
-    fn subscribers(&self) -> Vec<SocketAddr> {
-        self.subs.lock().unwrap().clone()
-    }
-
-    fn send_except(&self, bytes: &[u8], skip: &[SocketAddr]) {
-        for a in self
-            .subs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| !skip.contains(a))
-        {
-            let _ = self.sock.send_to(bytes, a);
-        }
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 const RUAS_SEED: [u8; 32] = [0x5a; 32];
 const T0: u64 = 1_764_000_000_000_000;
 
@@ -513,7 +425,7 @@ fn recorder_boots_from_snapshots_records_only_verified_payloads_and_repairs_gaps
     ];
     let mut w = Workload::new(21, &mabs, 300, 8, T0, 50_000);
     let (snaps, mut ruas_tables) = snapshot_server(&w, &key);
-    let (u1, u2) = (FakeUpstream::start(), FakeUpstream::start());
+    let (u1, u2) = (FakeUpstream::start(5000), FakeUpstream::start(5000));
     let mps = mps_for([&u1, &u2], &key);
     let text = history_toml(
         &d,
@@ -785,7 +697,7 @@ fn sigkill_during_ingest_loses_no_acknowledged_record_and_leaves_no_torn_one() {
     ];
     let mut w = Workload::new(22, &mabs, 300, 8, T0, 20_000);
     let (snaps, _) = snapshot_server(&w, &key);
-    let (u1, u2) = (FakeUpstream::start(), FakeUpstream::start());
+    let (u1, u2) = (FakeUpstream::start(5000), FakeUpstream::start(5000));
     let mps = mps_for([&u1, &u2], &key);
     let cfg = d.join("history.toml");
     std::fs::write(

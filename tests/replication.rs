@@ -9,6 +9,7 @@
 //! ports; test subscribers and HTTP servers use port 0.
 
 mod common;
+use common::fake_upstream::FakeUpstream;
 use common::{serial, wait_until};
 
 use std::collections::HashMap;
@@ -466,84 +467,6 @@ fn killed_upstream_fails_over_within_silence_plus_half_second_and_misses_nothing
 // MPS
 // ---------------------------------------------------------------------------
 
-/// A stand-in upstream replicator the test controls payload by payload: it
-/// answers subscriptions (challenge, then accept) and sends what it is told.
-struct FakeUpstream {
-    sock: Arc<UdpSocket>,
-    subs: Arc<Mutex<Vec<SocketAddr>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl FakeUpstream {
-    fn start() -> FakeUpstream {
-        let sock = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
-        sock.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let subs = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, l, st) = (sock.clone(), subs.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !st.load(Ordering::SeqCst) {
-                let Ok((n, from)) = s.recv_from(&mut buf) else {
-                    continue;
-                };
-                match Control::parse(&buf[..n]) {
-                    Ok(Control::Subscribe {
-                        nonce, cookie: 0, ..
-                    }) => {
-                        let c = Control::Challenge { nonce, cookie: 42 };
-                        let _ = s.send_to(&c.to_bytes(), from);
-                    }
-                    Ok(Control::Subscribe { nonce, .. }) => {
-                        let c = Control::Accept {
-                            nonce,
-                            keepalive_ms: 300,
-                            expiry_ms: 2000,
-                        };
-                        let _ = s.send_to(&c.to_bytes(), from);
-                        let mut v = l.lock().unwrap();
-                        if !v.contains(&from) {
-                            v.push(from);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        });
-        FakeUpstream {
-            sock,
-            subs,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self) -> String {
-        self.sock.local_addr().unwrap().to_string()
-    }
-
-    fn subscribers(&self) -> usize {
-        self.subs.lock().unwrap().len()
-    }
-
-    fn send(&self, bytes: &[u8]) {
-        for a in self.subs.lock().unwrap().iter() {
-            self.sock.send_to(bytes, a).unwrap();
-        }
-    }
-}
-
-impl Drop for FakeUpstream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn mps_settings(feeds: [&FakeUpstream; 2], peers: &[String], public: &[u8; 32]) -> MpsSettings {
     let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
     let text = format!(
@@ -569,10 +492,10 @@ fn mps_gets_missed_payloads_from_its_peer_and_never_keeps_forgeries() {
     let _g = serial();
     let key = KeyPair::from_seed(&RUAS_SEED);
     let (u1, u2, u3, u4) = (
-        FakeUpstream::start(),
-        FakeUpstream::start(),
-        FakeUpstream::start(),
-        FakeUpstream::start(),
+        FakeUpstream::start(2000),
+        FakeUpstream::start(2000),
+        FakeUpstream::start(2000),
+        FakeUpstream::start(2000),
     );
     // M1 first, without peers; then M2 with M1 as its peer.
     let m1 = ivip::mps::start(
@@ -587,7 +510,9 @@ fn mps_gets_missed_payloads_from_its_peer_and_never_keeps_forgeries() {
     )
     .unwrap();
     wait_until("MPSes to subscribe", Duration::from_secs(5), || {
-        [&u1, &u2, &u3, &u4].iter().all(|u| u.subscribers() == 1)
+        [&u1, &u2, &u3, &u4]
+            .iter()
+            .all(|u| u.subscribers().len() == 1)
     });
     // M1 gets 1..=20 on both feeds; M2 misses 5..=9.
     for s in 1..=20u32 {

@@ -2,6 +2,8 @@
 //! compiles its own copy, so each has its own `serial` lock).
 #![allow(dead_code)]
 
+pub mod fake_upstream;
+
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
