@@ -204,20 +204,14 @@ fn generate_vectors() {
     }
     let mut out = Vec::new();
     for (name, c) in valid() {
-        out.push(Vector {
-            name: name.into(),
-            bytes: c.to_bytes().to_vec(),
-            fields: common::lines(&c.to_string()),
-            error: None,
-        });
+        out.push(Vector::valid(
+            name,
+            c.to_bytes().to_vec(),
+            common::lines(&c.to_string()),
+        ));
     }
     for (name, b, e) in invalid() {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes: b,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, b, e));
     }
     common::write(
         "control.txt",

@@ -196,24 +196,19 @@ fn generate_vectors() {
     }
     let mut out = Vec::new();
     for (name, r) in valid_records() {
-        out.push(Vector {
-            name: name.into(),
-            bytes: r.to_vec().unwrap(),
-            fields: common::lines(&r.to_string()),
-            error: None,
-        });
+        out.push(Vector::valid(
+            name,
+            r.to_vec().unwrap(),
+            common::lines(&r.to_string()),
+        ));
     }
     for (name, h) in [
         ("client hello: the first, from OpenSSL 3.0", CLIENT_HELLO_1),
         ("client hello: the second, echoing a cookie", CLIENT_HELLO_2),
     ] {
         let b = hex(h);
-        out.push(Vector {
-            name: name.into(),
-            fields: common::lines(&peek_client_hello(&b).unwrap().to_string()),
-            bytes: b,
-            error: None,
-        });
+        let fields = common::lines(&peek_client_hello(&b).unwrap().to_string());
+        out.push(Vector::valid(name, b, fields));
     }
     for (name, b, e) in invalid() {
         out.push(Vector {

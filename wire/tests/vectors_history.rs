@@ -736,31 +736,20 @@ fn generate_vectors() {
     let mut enc = Vec::new();
     for (name, r) in valid_records() {
         let b = r.to_vec().unwrap();
-        out.push(Vector {
-            name: name.into(),
-            bytes: b.clone(),
-            fields: lines(&r),
-            error: None,
-        });
+        out.push(Vector::valid(name, b.clone(), lines(&r)));
         enc.push(b);
     }
     let (f, b) = index_vectors();
-    out.push(Vector {
-        name: "index file: two MABs, segments 4..=5, 512-byte blocks".into(),
-        bytes: b.clone(),
-        fields: lines(&f),
-        error: None,
-    });
+    out.push(Vector::valid(
+        "index file: two MABs, segments 4..=5, 512-byte blocks",
+        b.clone(),
+        lines(&f),
+    ));
     for (name, bytes, e) in invalid_records(&enc[0], &enc[4], &enc[7])
         .into_iter()
         .chain(invalid_index(&b))
     {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, bytes, e));
     }
     common::write(
         "history.txt",

@@ -157,20 +157,10 @@ fn generate_vectors() {
     }
     let mut out = Vec::new();
     for (name, r) in valid() {
-        out.push(Vector {
-            name: name.into(),
-            bytes: emit(&r),
-            fields: common::lines(&r.to_string()),
-            error: None,
-        });
+        out.push(Vector::valid(name, emit(&r), common::lines(&r.to_string())));
     }
     for (name, b, e) in invalid() {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes: b,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, b, e));
     }
     common::write(
         "mps.txt",

@@ -225,21 +225,11 @@ fn generate_vectors() {
     let v = valid();
     let mut out: Vec<Vector> = v
         .iter()
-        .map(|(name, m)| Vector {
-            name: (*name).into(),
-            bytes: m.to_vec().unwrap(),
-            fields: fields(m),
-            error: None,
-        })
+        .map(|(name, m)| Vector::valid(*name, m.to_vec().unwrap(), fields(m)))
         .collect();
     let bytes = |i: usize| v[i].1.to_vec().unwrap();
     for (name, b, e) in invalid(&bytes(0), &bytes(2), &bytes(7)) {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes: b,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, b, e));
     }
     common::write(
         "query.txt",

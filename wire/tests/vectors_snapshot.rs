@@ -314,20 +314,10 @@ fn generate_vectors() {
     for (name, r) in valid_reprs() {
         let (r, b) = finish(r);
         first.get_or_insert_with(|| b.clone());
-        out.push(Vector {
-            name: name.into(),
-            bytes: b,
-            fields: fields(&r),
-            error: None,
-        });
+        out.push(Vector::valid(name, b, fields(&r)));
     }
     for (name, b, e) in invalid_vectors(first.as_ref().unwrap()) {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes: b,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, b, e));
     }
     for (name, text, expect) in name_vectors() {
         let (fields, error) = match expect {

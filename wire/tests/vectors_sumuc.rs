@@ -148,20 +148,10 @@ fn generate_vectors() {
     for (name, s) in valid() {
         let (s, b) = signed(s);
         first.get_or_insert_with(|| b.clone());
-        out.push(Vector {
-            name: name.into(),
-            bytes: b,
-            fields: fields(&s),
-            error: None,
-        });
+        out.push(Vector::valid(name, b, fields(&s)));
     }
     for (name, b, e) in invalid(first.as_ref().unwrap()) {
-        out.push(Vector {
-            name: format!("reject: {name}"),
-            bytes: b,
-            fields: vec![],
-            error: Some(e),
-        });
+        out.push(Vector::reject(name, b, e));
     }
     common::write(
         "sumuc.txt",

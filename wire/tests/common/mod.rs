@@ -20,6 +20,28 @@ pub struct Vector {
     pub error: Option<WireError>,
 }
 
+impl Vector {
+    /// A vector that parses, with its expected rendering.
+    pub fn valid(name: impl Into<String>, bytes: Vec<u8>, fields: Vec<String>) -> Vector {
+        Vector {
+            name: name.into(),
+            bytes,
+            fields,
+            error: None,
+        }
+    }
+
+    /// A vector that must be rejected with `error`, named `reject: NAME`.
+    pub fn reject(name: impl std::fmt::Display, bytes: Vec<u8>, error: WireError) -> Vector {
+        Vector {
+            name: format!("reject: {name}"),
+            bytes,
+            fields: vec![],
+            error: Some(error),
+        }
+    }
+}
+
 /// The path of a vector file, from the `wire/` crate's manifest directory.
 pub fn path(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
