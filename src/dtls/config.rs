@@ -275,45 +275,31 @@ impl Security {
         key: &str,
         ip: std::net::IpAddr,
     ) -> Result<(), ConfigError> {
-        match self {
-            Security::Dtls(s)
-                if !s
-                    .pins
-                    .pins()
-                    .iter()
-                    .any(|p| p.covers(SocketAddr::new(ip, 0), true)) =>
-            {
-                Err(ConfigError::invalid(
-                    path,
-                    key,
-                    format!(
-                        "{ip} has no pinned DTLS key: add a [[dtls.peer]] with its fingerprint \
-                         (and address = [\"{ip}\"])"
-                    ),
-                ))
-            }
-            Security::Dtls(s) => {
-                // Covered, but perhaps only by `ip:port` patterns: a handshake
-                // from that IP is then accepted from that one port only.
-                let any_port = SocketAddr::new(ip, 0);
-                let every_port = s.pins.pins().iter().any(|p| {
-                    p.addresses.is_empty()
-                        || p.addresses.iter().any(|a| {
-                            matches!(a, AddrPattern::Prefix(_)) && a.matches(any_port, false)
-                        })
-                });
-                if !every_port {
-                    log::warn!(
-                        "{}: `{key}`: {ip} is pinned only as ip:port, so its DTLS handshakes are \
-                         accepted from that port alone; give the sender a fixed source port \
-                         (a RUAS's `udp_bind`) or pin the address without a port",
-                        path.display()
-                    );
-                }
-                Ok(())
-            }
-            Security::InsecurePlainUdp => Ok(()),
+        let Security::Dtls(s) = self else {
+            return Ok(());
+        };
+        let pins = s.pins.pins();
+        if !pins.iter().any(|p| p.covers(SocketAddr::new(ip, 0), true)) {
+            return Err(ConfigError::invalid(
+                path,
+                key,
+                format!(
+                    "{ip} has no pinned DTLS key: add a [[dtls.peer]] with its fingerprint \
+                     (and address = [\"{ip}\"])"
+                ),
+            ));
         }
+        // Covered, but perhaps only by `ip:port` patterns: a handshake from that
+        // IP is then accepted from that one port only.
+        if !pins.iter().any(|p| p.covers_every_port(ip)) {
+            log::warn!(
+                "{}: `{key}`: {ip} is pinned only as ip:port, so its DTLS handshakes are \
+                 accepted from that port alone; give the sender a fixed source port \
+                 (a RUAS's `udp_bind`) or pin the address without a port",
+                path.display()
+            );
+        }
+        Ok(())
     }
 
     /// Load the identity and make the link (`None` for plain UDP, with a warning

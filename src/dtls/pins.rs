@@ -77,6 +77,16 @@ impl Pin {
         self.addresses.is_empty() || self.addresses.iter().any(|p| p.matches(a, any_port))
     }
 
+    /// `true` when this peer may speak from `ip` on every port: no address
+    /// patterns, or a prefix (or bare IP) containing it.
+    pub fn covers_every_port(&self, ip: std::net::IpAddr) -> bool {
+        self.addresses.is_empty()
+            || self
+                .addresses
+                .iter()
+                .any(|p| matches!(p, AddrPattern::Prefix(x) if x.contains(ip)))
+    }
+
     fn describe(&self) -> String {
         if self.addresses.is_empty() {
             format!("{:?} ({})", self.name, self.fingerprint)
@@ -327,5 +337,12 @@ mod tests {
         assert!(!strict.covers(a("127.0.0.1:4501")));
         assert!(strict.covers(a("10.1.0.1:1")));
         assert!("nonsense".parse::<AddrPattern>().is_err());
+        // Every port: a prefix or no addresses, never an exact ip:port.
+        let p = set().pins;
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(!p[0].covers_every_port(ip("127.0.0.1")));
+        assert!(p[1].covers_every_port(ip("10.1.2.3")));
+        assert!(!p[1].covers_every_port(ip("10.2.0.1")));
+        assert!(p[2].covers_every_port(ip("192.0.2.1")));
     }
 }
