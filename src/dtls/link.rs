@@ -1073,7 +1073,6 @@ impl Link {
                 }
             }
             self.metrics.half_open.set(c.half_open as i64);
-            let pending = VecDeque::new();
             a = Arc::new(Assoc {
                 peer,
                 peer_sa: SockAddr::from(peer),
@@ -1083,7 +1082,7 @@ impl Link {
                     started: now,
                     last_active: now,
                     client_random,
-                    pending,
+                    pending: VecDeque::new(),
                     pin: None,
                     verdict: None,
                     retransmit: None,

@@ -406,11 +406,15 @@ pub fn start(s: &HistorySettings, shutdown: Shutdown) -> Result<Recorder, Record
         wake: wake_tx,
     };
     match cores::spawn("history-fetch".into(), move || {
-        let fetch = Fetch {
-            client: &client,
-            tls: tls.as_ref(),
-        };
-        fetch_loop(&fetch, &peers, &urls, &jobs_rx, &out, &fetch_stop);
+        fetch_loop(
+            &client,
+            tls.as_ref(),
+            &peers,
+            &urls,
+            &jobs_rx,
+            &out,
+            &fetch_stop,
+        );
         Ok(())
     }) {
         Ok(t) => threads.push(t),
@@ -486,20 +490,10 @@ struct FetchOut {
     wake: Sender<()>,
 }
 
-/// The blocking client and, with `[dtls]`, the pins for `https://` URLs.
-struct Fetch<'a> {
-    client: &'a http::Client,
-    tls: Option<&'a ClientTls>,
-}
-
-impl Fetch<'_> {
-    fn get(&self, url: &str) -> Result<http::HttpResponse, http::ClientError> {
-        self.client.get_with(url, self.tls)
-    }
-}
-
+/// `tls` holds the `[dtls]` pins that `https://` URLs are checked against.
 fn fetch_loop(
-    client: &Fetch<'_>,
+    client: &http::Client,
+    tls: Option<&ClientTls>,
     peers: &[String],
     urls: &[(RuasId, String)],
     jobs: &Receiver<Job>,
@@ -523,7 +517,7 @@ fn fetch_loop(
                     "{base}/payloads/{}/{}?from={}&to={}",
                     j.ruas, j.epoch, j.from, j.to
                 );
-                let r = match client.get(&url) {
+                let r = match client.get_with(&url, tls) {
                     Ok(r) if r.status == 200 => Ok(r.body),
                     Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
                     Err(e) => Err(format!("{url}: {e}")),
@@ -539,7 +533,7 @@ fn fetch_loop(
                 let url = format!("{base}/v1/snapshots");
                 Done::List(
                     ruas,
-                    match client.get(&url) {
+                    match client.get_with(&url, tls) {
                         Ok(r) if r.status == 200 => parse_list(&r.body),
                         Ok(r) => Err(format!("{url}: HTTP {}", r.status)),
                         Err(e) => Err(format!("{url}: {e}")),
@@ -552,7 +546,7 @@ fn fetch_loop(
                 Done::Snapshot(
                     ruas,
                     mab,
-                    match client.get(&url) {
+                    match client.get_with(&url, tls) {
                         Ok(r) if r.status == 200 => match r.header("ivip-snapshot-name") {
                             Some(n) if n.parse::<ivip_wire::snapshot::SnapshotName>().is_ok() => {
                                 Ok((n.to_string(), r.body))
