@@ -23,6 +23,48 @@ use uas_common::*;
 
 const MABS: &str = r#"mabs = ["20.0.0.0/14", "30.0.0.0/16", "2001:db9::/32"]"#;
 
+/// The middle UAS "uas-y": its parent, and "uas-z" (key `zk`) as its child.
+fn middle_toml(parent_url: &str, parent_key: &str, zk: &str) -> String {
+    format!(
+        r#"
+name = "uas-y"
+key_file = "{{KEY_FILE}}"
+listen = "127.0.0.1:0"
+audit_dir = "{{AUDIT}}"
+{MABS}
+[parent]
+url = "{parent_url}"
+public_key = "{parent_key}"
+[[children]]
+name = "uas-z"
+public_key = "{zk}"
+ranges = ["20.1.2.0+512"]
+"#
+    )
+}
+
+/// The leaf UAS "uas-z" under `parent_url`, serving `users`; with a per-user
+/// rate limit of 100/s (burst 200) when `rate_limit`.
+fn leaf_toml(parent_url: &str, parent_key: &str, users: &str, rate_limit: bool) -> String {
+    let rate = if rate_limit {
+        "rate_limit = { per_s = 100.0, burst = 200 }\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+name = "uas-z"
+key_file = "{{KEY_FILE}}"
+listen = "127.0.0.1:0"
+audit_dir = "{{AUDIT}}"
+{MABS}
+{rate}[parent]
+url = "{parent_url}"
+public_key = "{parent_key}"
+{users}"#
+    )
+}
+
 struct Tree {
     ruas: RuasStandin,
     middle: Node,
@@ -86,45 +128,17 @@ fn tree_with(name: &str, leaf_parent_key: Option<[u8; 32]>) -> Tree {
         &dir,
         "uas-y",
         &y,
-        &format!(
-            r#"
-name = "uas-y"
-key_file = "{{KEY_FILE}}"
-listen = "127.0.0.1:0"
-audit_dir = "{{AUDIT}}"
-{MABS}
-[parent]
-url = "{url}"
-public_key = "{pk}"
-[[children]]
-name = "uas-z"
-public_key = "{zk}"
-ranges = ["20.1.2.0+512"]
-"#,
-            url = ruas.url,
-            pk = hex(&ruas.key.public()),
-            zk = hex(&z.public())
-        ),
+        &middle_toml(&ruas.url, &hex(&ruas.key.public()), &hex(&z.public())),
     );
     let leaf = Node::start(
         &dir,
         "uas-z",
         &z,
-        &format!(
-            r#"
-name = "uas-z"
-key_file = "{{KEY_FILE}}"
-listen = "127.0.0.1:0"
-audit_dir = "{{AUDIT}}"
-{MABS}
-rate_limit = {{ per_s = 100.0, burst = 200 }}
-[parent]
-url = "{url}"
-public_key = "{pk}"
-{users}"#,
-            url = middle.url,
-            pk = hex(&leaf_parent_key.unwrap_or(y.public())),
-            users = leaf_users(&agent)
+        &leaf_toml(
+            &middle.url,
+            &hex(&leaf_parent_key.unwrap_or(y.public())),
+            &leaf_users(&agent),
+            true,
         ),
     );
     Tree {
@@ -222,44 +236,13 @@ fn three_level_tree_carries_a_users_change_into_the_real_ruas_and_its_payloads()
         &dir,
         "uas-y",
         &y,
-        &format!(
-            r#"
-name = "uas-y"
-key_file = "{{KEY_FILE}}"
-listen = "127.0.0.1:0"
-audit_dir = "{{AUDIT}}"
-{MABS}
-[parent]
-url = "{ruas_url}"
-public_key = "{pk}"
-[[children]]
-name = "uas-z"
-public_key = "{zk}"
-ranges = ["20.1.2.0+512"]
-"#,
-            pk = hex(&ruas_key.public()),
-            zk = hex(&z.public())
-        ),
+        &middle_toml(&ruas_url, &hex(&ruas_key.public()), &hex(&z.public())),
     );
     let leaf = Node::start(
         &dir,
         "uas-z",
         &z,
-        &format!(
-            r#"
-name = "uas-z"
-key_file = "{{KEY_FILE}}"
-listen = "127.0.0.1:0"
-audit_dir = "{{AUDIT}}"
-{MABS}
-[parent]
-url = "{url}"
-public_key = "{pk}"
-{users}"#,
-            url = middle.url,
-            pk = hex(&y.public()),
-            users = leaf_users(&agent)
-        ),
+        &leaf_toml(&middle.url, &hex(&y.public()), &leaf_users(&agent), false),
     );
 
     // The master starts empty: alice defines a micronet, then changes its ETR.
@@ -919,21 +902,11 @@ fn two_level(name: &str) -> (std::path::PathBuf, RuasStandin, std::path::PathBuf
         &dir,
         "uas-z",
         &z,
-        &format!(
-            r#"
-name = "uas-z"
-key_file = "{{KEY_FILE}}"
-listen = "127.0.0.1:0"
-audit_dir = "{{AUDIT}}"
-{MABS}
-rate_limit = {{ per_s = 100.0, burst = 200 }}
-[parent]
-url = "{url}"
-public_key = "{pk}"
-{users}"#,
-            url = ruas.url,
-            pk = hex(&ruas.key.public()),
-            users = leaf_users(&agent)
+        &leaf_toml(
+            &ruas.url,
+            &hex(&ruas.key.public()),
+            &leaf_users(&agent),
+            true,
         ),
     );
     (dir, ruas, cfg, agent)
