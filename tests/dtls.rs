@@ -19,7 +19,7 @@
 //! deadlines.
 
 mod common;
-use common::{serial, wait_until};
+use common::{serial, wait_for, wait_until};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -543,11 +543,11 @@ fn a_wrong_fingerprint_is_a_clear_error_naming_the_peer() {
         let ev = a_link.recent_events().join("\n");
         ev.contains(&r1_addr.to_string()) && ev.contains("refused")
     };
-    let end = Instant::now() + Duration::from_secs(10);
-    while !refused_at_a() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(refused_at_a(), "{}", a_link.recent_events().join("\n"));
+    assert!(
+        wait_for(Duration::from_secs(10), refused_at_a),
+        "{}",
+        a_link.recent_events().join("\n")
+    );
     // The good feed works meanwhile.
     wait_until("l0-b's link", Duration::from_secs(10), || {
         link.is_established(b_addr)
@@ -817,10 +817,9 @@ fn a_handshake_flood_from_one_address_does_not_stop_the_stream_from_the_others()
     let reg = rn.registry.clone();
     rn.ruas.stop().unwrap();
     let last = ruas_last_seq(&reg);
-    let end = Instant::now() + Duration::from_secs(10);
-    while sub.seqs().iter().max() != Some(&last) && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(Duration::from_secs(10), || {
+        sub.seqs().iter().max() == Some(&last)
+    });
     let seqs = sub.seqs();
     assert!(
         seqs.iter().max() == Some(&last),

@@ -19,13 +19,22 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// Poll `cond` every 10 ms until it holds; fail the test, naming `what`, after
 /// `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_for(limit, cond),
+        "timed out after {limit:?} waiting for {what}"
+    );
+}
+
+/// Poll `cond` every 10 ms for at most `limit`; whether it came to hold (for a
+/// caller that explains a timeout in its own words).
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= end {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
+    true
 }
