@@ -35,6 +35,19 @@ fn clean(o: &Options) {
     }
 }
 
+/// Every QSD converged; if not, the message says where each one differs.
+fn assert_converged(net: &Testnet, converged: usize) {
+    assert_eq!(
+        converged,
+        net.plan.qsds.len(),
+        "QSDs not converged:\n{}{}",
+        net.divergence(),
+        (0..net.plan.ruases.len())
+            .filter_map(|i| std::fs::read_to_string(net.ruas_log(i)).ok())
+            .collect::<String>()
+    );
+}
+
 /// Applied sequences per QSD and MAB: strictly one after another, each once.
 fn applied_in_order(net: &Testnet) {
     for q in 0..net.plan.qsds.len() {
@@ -157,7 +170,7 @@ fn a_qsd_restarted_mid_stream_resyncs_from_snapshots_and_converges() {
         let _ = h.join();
     });
     let converged = testnet::wait_converged(&net, Duration::from_secs(30)).unwrap();
-    assert_eq!(converged, net.plan.qsds.len());
+    assert_converged(&net, converged);
     let accepted = wl.accepted.lock().clone();
     let (_, missing) = testnet::report::latencies(&net, &accepted);
     assert_eq!(missing, 0);
@@ -207,7 +220,7 @@ fn a_ruas_killed_with_sigkill_loses_no_acknowledged_change_and_qsds_converge() {
         );
     }
     let converged = testnet::wait_converged(&net, Duration::from_secs(30)).unwrap();
-    assert_eq!(converged, net.plan.qsds.len());
+    assert_converged(&net, converged);
     let (_, missing) = testnet::report::latencies(&net, &accepted);
     assert_eq!(missing, 0);
     // No per-MAB sequence was handed out twice: the applied logs never repeat one.
@@ -334,7 +347,7 @@ fn a_forged_payload_is_replicated_but_applied_by_no_qsd() {
         }
     }
     let converged = testnet::wait_converged(&net, Duration::from_secs(10)).unwrap();
-    assert_eq!(converged, net.plan.qsds.len());
+    assert_converged(&net, converged);
     net.stop();
     clean(&o);
 }

@@ -101,6 +101,14 @@ pub struct Limits {
     pub mtu: u32,
 }
 
+/// Datagrams queued per peer while its handshake runs, by default. A RUAS that
+/// restarts sends its last 64 payloads again and keeps producing new ones while
+/// its first handshakes run (on a loaded host, a second or more); a queue no
+/// longer than the resend dropped those new payloads at the origin, where no MPS
+/// could fill them in. 1024 payloads of at most 1,400 bytes: 1.4 MB per peer
+/// being opened, and only towards peers this node chose to send to.
+pub const PENDING_MAX_DEFAULT: usize = 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -108,7 +116,7 @@ impl Default for Limits {
             half_open_per_ip_max: 4,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
-            pending_max: 64,
+            pending_max: PENDING_MAX_DEFAULT,
             hello_per_ip_per_s: 20,
             hello_total_per_s: 2000,
             retry_after_failure: Duration::from_ms(1000),

@@ -587,3 +587,28 @@ fn the_probe_agrees_with_what_keygen_makes() {
     assert!(super::link::probe_handshake(KeyKind::P256).unwrap());
     let _ = super::identity::ed25519_usable();
 }
+
+#[test]
+fn a_thousand_datagrams_queued_during_a_handshake_all_arrive_in_order() {
+    // A restarted RUAS: its 64-payload resend and the new payloads made while its
+    // first handshake runs all wait in one queue (the default limits).
+    let (mut n, a, b) = Net::pair();
+    let msgs: Vec<Vec<u8>> = (0..super::link::PENDING_MAX_DEFAULT as u32)
+        .map(|i| {
+            let mut m = vec![0xa5; 1200];
+            m[..4].copy_from_slice(&i.to_be_bytes());
+            m
+        })
+        .collect();
+    for m in &msgs {
+        assert_eq!(n.send(a, addr(2), m), Sealed::Queued);
+    }
+    assert_eq!(
+        n.send(a, addr(2), b"one more"),
+        Sealed::Dropped(Drop::QueueFull),
+        "the queue is bounded"
+    );
+    n.run(10_000);
+    assert_eq!(n.got(b), msgs);
+    assert_eq!(n.dropped(a, Drop::QueueFull), 1);
+}

@@ -111,6 +111,9 @@ fn default_udp_bind() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
 
+/// The smallest DTLS queue a RUAS accepts (spec: dtls.md §7, `pending_max`).
+pub const RUAS_PENDING_MIN: usize = 256;
+
 impl RuasConfig {
     /// Load and check a config file. Relative paths are taken from the file's
     /// directory.
@@ -146,6 +149,20 @@ impl RuasConfig {
         let s = self.dtls.check(path)?;
         for (i, r) in self.replicators.iter().enumerate() {
             s.require_pinned(path, &format!("replicators[{i}]"), *r)?;
+        }
+        if s.is_dtls() && self.dtls.pending_max < RUAS_PENDING_MIN {
+            return Err(ConfigError::invalid(
+                path,
+                "dtls.pending_max",
+                format!(
+                    "{} leaves no room: after a restart the RUAS sends its last 64 payloads \
+                     again and keeps making new ones while its first handshakes run, and what \
+                     does not fit is lost at the origin; use at least {RUAS_PENDING_MIN} \
+                     (default {})",
+                    self.dtls.pending_max,
+                    crate::dtls::link::PENDING_MAX_DEFAULT
+                ),
+            ));
         }
         if self.https_listen.is_some() && !s.is_dtls() {
             return Err(ConfigError::invalid(
@@ -318,5 +335,14 @@ mod tests {
         ))
         .unwrap();
         assert!(ok.security(Path::new("r.toml")).unwrap().is_dtls());
+        let e = parse(&format!(
+            "{text}pending_max = 64\n[[dtls.peer]]\nname = \"l0\"\nfingerprint = \"{fp}\"\naddress = [\"127.0.0.1:9\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("dtls.pending_max") && e.contains("at least 256"),
+            "{e}"
+        );
     }
 }

@@ -653,6 +653,9 @@ impl Engine {
 
 /// Most recent payloads kept during recovery to send again.
 const RESEND_PAYLOADS_MAX: usize = 64;
+// The resend waits in the DTLS queue with the new payloads made while the first
+// handshakes run; it must leave them room (spec: dtls.md §5, `pending_max`).
+const _: () = assert!(RESEND_PAYLOADS_MAX * 8 <= crate::dtls::link::PENDING_MAX_DEFAULT);
 
 /// Apply a logged set unless the checkpoint already reflects it. `Ok(None)`: already
 /// in the checkpoint.

@@ -5,6 +5,7 @@
 //! `ivip ROLE` uses; RUASes may instead run as child processes of the `ivip` binary
 //! (so a test can SIGKILL one).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -146,14 +147,26 @@ impl Testnet {
     fn start_ruas(&self, i: usize) -> Result<RuasHandle, String> {
         let cfg = &self.plan.ruases[i].config;
         match &self.ruas_exe {
-            Some(exe) => std::process::Command::new(exe)
-                .args(["ruas", "--config"])
-                .arg(cfg)
-                .env("RUST_LOG", "warn")
-                .stdin(std::process::Stdio::null())
-                .spawn()
-                .map(RuasHandle::Process)
-                .map_err(|e| format!("cannot run {}: {e}", exe.display())),
+            Some(exe) => {
+                // Its log goes to a file beside its config (appended across restarts),
+                // so a run that went wrong can be read afterwards.
+                let log = self.ruas_log(i);
+                let err = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+                std::process::Command::new(exe)
+                    .args(["ruas", "--config"])
+                    .arg(cfg)
+                    .env("RUST_LOG", "info")
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(err)
+                    .spawn()
+                    .map(RuasHandle::Process)
+                    .map_err(|e| format!("cannot run {}: {e}", exe.display()))
+            }
             None => {
                 let c = crate::ruas::RuasConfig::load(cfg).map_err(|e| e.to_string())?;
                 crate::ruas::start(&c, Shutdown::new())
@@ -161,6 +174,11 @@ impl Testnet {
                     .map_err(|e| format!("ruas {i}: {e}"))
             }
         }
+    }
+
+    /// Where a RUAS run as a separate process logs.
+    pub fn ruas_log(&self, i: usize) -> PathBuf {
+        self.plan.dir.join(format!("ruas-{i}.log"))
     }
 
     fn start_qsd(&self, i: usize) -> Result<crate::qsd::Qsd, String> {
@@ -222,6 +240,58 @@ impl Testnet {
                 })
             })
             .unwrap_or_default()
+    }
+
+    /// Where the QSDs differ from the masters, one line per QSD and MAB
+    /// (`qsd 2 20.0.0.0/16: has #90, master #91`); empty when all agree. For the
+    /// message of a convergence check that failed.
+    pub fn divergence(&self) -> String {
+        let masters = match self.master_hashes() {
+            Ok(m) => m,
+            Err(e) => return e,
+        };
+        let mut out = String::new();
+        for i in 0..self.plan.qsds.len() {
+            let Some(h) = self.qsd_hashes(i) else {
+                out.push_str(&format!("qsd {i}: down or not answering\n"));
+                continue;
+            };
+            let have: HashMap<&str, (u64, &str)> = h
+                .iter()
+                .map(|(m, s, x)| (m.as_str(), (*s, x.as_str())))
+                .collect();
+            for (mab, seq, hash) in &masters {
+                match have.get(mab.as_str()) {
+                    None => out.push_str(&format!("qsd {i} {mab}: not loaded, master #{seq}\n")),
+                    Some((s, x)) if s != seq || x != hash => out.push_str(&format!(
+                        "qsd {i} {mab}: has #{s}{}, master #{seq}\n",
+                        if s == seq { " with another hash" } else { "" }
+                    )),
+                    Some(_) => {}
+                }
+            }
+            // What its stream saw, for a difference that needs explaining.
+            if let Ok(r) = client(Duration::from_secs(5))
+                .get(&format!("http://{}/metrics", self.plan.qsds[i].2))
+            {
+                for l in String::from_utf8_lossy(&r.body).lines() {
+                    let stream = [
+                        "payload",
+                        "missing",
+                        "resync",
+                        "mps",
+                        "feed_dropped",
+                        "stuck",
+                    ]
+                    .iter()
+                    .any(|k| l.contains(k));
+                    if stream && !l.starts_with('#') && !l.ends_with(" 0") {
+                        out.push_str(&format!("  qsd {i} {l}\n"));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// How many QSDs hold every MAB with exactly the masters' hashes.

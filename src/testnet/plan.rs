@@ -204,17 +204,59 @@ pub struct Reserved {
 
 impl Reserved {
     fn udp(&mut self) -> std::io::Result<SocketAddr> {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        let s = pick_port(std::net::UdpSocket::bind)?;
         let a = s.local_addr()?;
         self.udp.push(s);
         Ok(a)
     }
 
     fn tcp(&mut self) -> std::io::Result<SocketAddr> {
-        let s = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let s = pick_port(std::net::TcpListener::bind)?;
         let a = s.local_addr()?;
         self.tcp.push(s);
         Ok(a)
+    }
+}
+
+/// The lowest port the kernel hands out for outgoing connections (Linux's
+/// `ip_local_port_range`; 32768 where that cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// Bind a loopback port below the ephemeral range. A port taken with `:0` comes
+/// from that range, and once the plan lets it go (between reserving and the daemon
+/// binding it, or while a killed daemon restarts) the kernel may give it to any
+/// outgoing connection. Below the range only another explicit bind can take it, and
+/// the picks walk the range from a per-process start, so testnets in one process
+/// (or two processes) do not pick the same port twice in a row.
+fn pick_port<S>(bind: impl Fn(SocketAddr) -> std::io::Result<S>) -> std::io::Result<S> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let high = u32::from(ephemeral_low()).max(LOW + 1_000);
+    let span = high - LOW;
+    let start = (std::process::id().wrapping_mul(7_919)) % span;
+    let _ = NEXT.compare_exchange(0, start + 1, Ordering::Relaxed, Ordering::Relaxed);
+    let mut last = None;
+    for _ in 0..1_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + n % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        match bind(SocketAddr::from(([127, 0, 0, 1], port))) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    // Nothing free below the range: let the kernel choose.
+    match bind(SocketAddr::from(([127, 0, 0, 1], 0))) {
+        Ok(s) => Ok(s),
+        Err(e) => Err(last.unwrap_or(e)),
     }
 }
 
