@@ -133,6 +133,7 @@ fn post(http: SocketAddr, body: &[u8]) -> Option<u64> {
         let cl = c.entry(http).or_insert_with(|| {
             ivip::uas::upstream::HttpClient::new(&format!("http://{http}"), Duration::from_secs(30))
                 .unwrap()
+                .with_keep_alive(ivip::uas::upstream::KeepAlive::default())
         });
         cl.request(
             "POST",
@@ -257,6 +258,7 @@ fn latency(batch_window_ms: u64, rate_per_s: u64, count: u64) {
 fn main() {
     let secs = if quick() { 2.0 } else { 8.0 };
     throughput(0, 16, secs);
+    throughput(0, 64, secs);
     throughput(100, 64, secs);
     let n = if quick() { 100 } else { 600 };
     latency(0, 200, n);

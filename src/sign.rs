@@ -71,10 +71,7 @@ impl Verifier for Ed25519Verifier {
         msg: &[u8],
         sig: &[u8; SIGNATURE_LEN],
     ) -> Result<(), SignError> {
-        let vk = VerifyingKey::from_bytes(key).map_err(|_| SignError::BadKey)?;
-        if vk.is_weak() {
-            return Err(SignError::BadKey);
-        }
+        let vk = verifying_key(key)?;
         vk.verify_strict(msg, &Signature::from_bytes(sig))
             .map_err(|_| SignError::BadSignature)
     }
@@ -88,11 +85,7 @@ impl Verifier for Ed25519Verifier {
         }
         let mut keys = Vec::with_capacity(items.len());
         for (k, _, _) in items {
-            let vk = VerifyingKey::from_bytes(k).map_err(|_| SignError::BadKey)?;
-            if vk.is_weak() {
-                return Err(SignError::BadKey);
-            }
-            keys.push(vk);
+            keys.push(verifying_key(k)?);
         }
         let msgs: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
         let sigs: Vec<Signature> = items
@@ -101,6 +94,33 @@ impl Verifier for Ed25519Verifier {
             .collect();
         ed25519_dalek::verify_batch(&msgs, &sigs, &keys).map_err(|_| SignError::BadSignature)
     }
+}
+
+/// Most decompressed keys kept by [`verifying_key`]; a full cache starts over.
+const KEY_CACHE_MAX: usize = 4096;
+
+/// `key` decompressed and checked (not weak), from a process-wide cache. Turning
+/// 32 bytes into a curve point costs a field square root, about a fifth of a
+/// verification; a daemon checks signatures of a handful of keys (its RUASes,
+/// its UASes) millions of times. Invalid keys are not cached.
+fn verifying_key(key: &PublicKey) -> Result<VerifyingKey, SignError> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static CACHE: OnceLock<parking_lot::RwLock<HashMap<PublicKey, VerifyingKey>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(vk) = cache.read().get(key) {
+        return Ok(*vk);
+    }
+    let vk = VerifyingKey::from_bytes(key).map_err(|_| SignError::BadKey)?;
+    if vk.is_weak() {
+        return Err(SignError::BadKey);
+    }
+    let mut w = cache.write();
+    if w.len() >= KEY_CACHE_MAX {
+        w.clear();
+    }
+    w.insert(*key, vk);
+    Ok(vk)
 }
 
 /// A verifier that accepts a signature equal to the first 64 bytes of
@@ -232,6 +252,45 @@ mod tests {
             Ed25519Verifier.verify(&identity, b"x", &[0; 64]),
             Err(SignError::BadKey)
         );
+    }
+
+    #[test]
+    fn the_key_cache_answers_as_decompression_does_and_survives_filling_up() {
+        let v = Ed25519Verifier;
+        let keys: Vec<KeyPair> = (0..KEY_CACHE_MAX as u32 + 10)
+            .map(|i| {
+                let mut seed = [0u8; 32];
+                seed[..4].copy_from_slice(&i.to_be_bytes());
+                KeyPair::from_seed(&seed)
+            })
+            .collect();
+        // Fill it past its bound (it starts over), then check answers both ways.
+        for k in &keys {
+            assert_eq!(
+                verifying_key(&k.public()).map(|vk| vk.to_bytes()),
+                Ok(k.public())
+            );
+        }
+        for k in [&keys[0], &keys[keys.len() - 1]] {
+            let sig = k.sign(b"m");
+            assert_eq!(v.verify(&k.public(), b"m", &sig), Ok(()));
+            assert_eq!(
+                v.verify(&k.public(), b"n", &sig),
+                Err(SignError::BadSignature)
+            );
+        }
+        // A key that is not a point, twice: refused both times, never cached.
+        let not_a_point = (2..=255u8)
+            .map(|i| {
+                let mut k = [0u8; 32];
+                k[0] = i;
+                k
+            })
+            .find(|k| VerifyingKey::from_bytes(k).is_err())
+            .expect("some small y is off the curve");
+        for _ in 0..2 {
+            assert_eq!(verifying_key(&not_a_point), Err(SignError::BadKey));
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use sha2::Digest as _;
 use crate::delegation::{Refusal, authorise};
 use crate::sign::{KeyPair, Verifier};
 use crate::uas::config::{Child, UasConfig};
-use crate::uas::upstream::{Answer, HttpClient, UpstreamError};
+use crate::uas::upstream::{Answer, HttpClient, KeepAlive, UpstreamError};
 
 /// The answer-signature header (spec: uas-api.md §6).
 pub const ANSWER_SIGNATURE_HEADER: &str = "Ivip-Answer-Signature";
@@ -216,9 +216,10 @@ impl ParentLink {
     pub fn new(cfg: &UasConfig, verifier: Box<dyn Verifier>) -> Result<ParentLink, UpstreamError> {
         let t = std::time::Duration::from_millis(cfg.limits.parent_timeout_ms);
         Ok(ParentLink {
-            sumuc: HttpClient::new(&cfg.parent_url, t)?,
+            // Kept connections to the parent (budgeted: upstream.rs module doc).
+            sumuc: HttpClient::new(&cfg.parent_url, t)?.with_keep_alive(KeepAlive::default()),
             sumuc_key: cfg.parent_key,
-            mapping: HttpClient::new(&cfg.mapping_url, t)?,
+            mapping: HttpClient::new(&cfg.mapping_url, t)?.with_keep_alive(KeepAlive::default()),
             mapping_key: cfg.mapping_key,
             verifier,
         })

@@ -2,23 +2,36 @@
 //! RUAS): `Content-Length` and chunked bodies, timeouts on every step, signed
 //! answers checked by the caller.
 //!
-//! One request per connection (`Connection: close`). Keep-alive would save a
-//! loopback handshake, but tiny_http 0.12 serves each connection on a pooled thread
-//! for as long as the connection lives and, in a burst of new connections, queues
-//! some behind threads that are blocked on idle kept-alive ones: those requests then
-//! wait until another connection closes (measured in `ivip testnet`: 5 s stalls at
-//! the parent time-out, and whole-run stalls in `cargo bench --bench ruas`). With a
-//! connection per request every server task is short and none waits long.
+//! # Connections
+//! By default one request per connection (`Connection: close`). With
+//! [`HttpClient::with_keep_alive`] (a UAS's link to its parent) finished
+//! connections go back to a small pool and carry later requests, which saves a
+//! TCP handshake and teardown per SUMUC: at a few thousand SUMUCs/s on loopback
+//! those were a fifth of all CPU (`cargo bench --bench ruas`, perf). Kept
+//! connections are recycled on a budget, [`KeepAlive`]: at most `requests_max`
+//! requests and `age_max` per connection, closed after `idle_max` unused (a reaper
+//! thread sweeps the pools). The budget matters because of the server: tiny_http
+//! 0.12 serves each connection on a pooled thread for as long as it lives, and in
+//! a burst of new connections can queue one behind threads held by other
+//! connections (its `TaskPool` counts a woken thread as still idle). Unbounded
+//! keep-alive made such a connection wait until another closed: 5 s stalls at the
+//! parent time-out in `ivip testnet`. With the budget, every connection gives its
+//! thread back within `age_max` (busy) or `idle_max` (quiet), so a queued one
+//! waits at most that long.
 //!
 //! Not a general HTTP client: `http://` only (answers are signed, spec: uas-api.md
 //! §6; put TLS in front where the path is untrusted), no redirects, no proxies. A
 //! request whose connection fails before any answer byte arrived is retried once on
 //! a fresh connection; that is safe for SUMUCs because the RUAS answers a repeated
-//! request id with its first outcome (sumuc.md §2).
+//! request id with its first outcome (sumuc.md §2), and it covers a kept
+//! connection the server closed meanwhile.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 /// Largest answer body read.
 pub const ANSWER_BYTES_MAX: usize = 16 << 20;
@@ -74,6 +87,138 @@ impl Answer {
 #[derive(Debug)]
 struct Conn {
     reader: BufReader<TcpStream>,
+    opened: Instant,
+    /// Requests sent on it so far.
+    uses: u32,
+    /// When it last went back to the pool.
+    idle_since: Instant,
+}
+
+/// How long a kept connection may live (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    /// Requests one connection carries at most.
+    pub requests_max: u32,
+    /// A connection is not reused once this old.
+    pub age_max: Duration,
+    /// A pooled connection unused this long is closed.
+    pub idle_max: Duration,
+    /// Connections kept in the pool at most.
+    pub pool_max: usize,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            requests_max: 1000,
+            age_max: Duration::from_secs(1),
+            idle_max: Duration::from_millis(200),
+            pool_max: 64,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Pool {
+    budget: KeepAlive,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    fn usable(&self, c: &Conn, now: Instant) -> bool {
+        c.uses < self.budget.requests_max
+            && now.saturating_duration_since(c.opened) < self.budget.age_max
+            && now.saturating_duration_since(c.idle_since) < self.budget.idle_max
+    }
+
+    /// The most recently used connection still within budget; the others that
+    /// are not are closed.
+    fn take(&self, now: Instant) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        while let Some(c) = idle.pop() {
+            if self.usable(&c, now) && quiet(&c) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put(&self, mut c: Conn, now: Instant) {
+        c.idle_since = now;
+        if !self.usable(&c, now) {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        if idle.len() < self.budget.pool_max {
+            idle.push(c);
+        }
+    }
+
+    /// Close what is over budget; `true` when nothing is left.
+    fn sweep(&self, now: Instant) -> bool {
+        let mut idle = self.idle.lock();
+        idle.retain(|c| self.usable(c, now));
+        idle.is_empty()
+    }
+}
+
+/// `true` when nothing arrived on a kept connection since its last answer: no
+/// close from the server and no bytes nobody asked for (which would otherwise be
+/// read as the next request's answer).
+fn quiet(c: &Conn) -> bool {
+    let s = c.reader.get_ref();
+    if !c.reader.buffer().is_empty() || s.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let clean = matches!(s.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    clean && s.set_nonblocking(false).is_ok()
+}
+
+/// Pools with connections in them, swept by one reaper thread while any exist.
+static REAPER: Mutex<Option<Vec<Weak<Pool>>>> = Mutex::new(None);
+
+/// Sweep period of the reaper.
+const REAP_EVERY: Duration = Duration::from_millis(50);
+
+/// Make sure the reaper watches `pool` (it starts when the first pool gets a
+/// connection and ends when every pool is empty or gone).
+fn watch(pool: &Arc<Pool>) {
+    let mut r = REAPER.lock();
+    let start = r.is_none();
+    let list = r.get_or_insert_with(Vec::new);
+    if !list
+        .iter()
+        .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(pool)))
+    {
+        list.push(Arc::downgrade(pool));
+    }
+    if start {
+        let spawned = std::thread::Builder::new()
+            .name("http-reaper".into())
+            .spawn(reap);
+        if spawned.is_err() {
+            // No reaper: connections are still checked when taken, only idle
+            // ones are not closed early. Try again with the next pool.
+            *r = None;
+        }
+    }
+}
+
+fn reap() {
+    loop {
+        std::thread::sleep(REAP_EVERY);
+        let now = Instant::now();
+        let mut r = REAPER.lock();
+        let Some(list) = r.as_mut() else {
+            return;
+        };
+        list.retain(|w| w.upgrade().is_some_and(|p| !p.sweep(now)));
+        if list.is_empty() {
+            *r = None;
+            return;
+        }
+    }
 }
 
 /// A client for one server.
@@ -82,6 +227,7 @@ pub struct HttpClient {
     authority: String,
     base_path: String,
     timeout: Duration,
+    pool: Option<Arc<Pool>>,
 }
 
 impl HttpClient {
@@ -105,7 +251,23 @@ impl HttpClient {
             authority: authority.to_string(),
             base_path: path.to_string(),
             timeout,
+            pool: None,
         })
+    }
+
+    /// Keep connections open between requests, within `budget`.
+    #[must_use]
+    pub fn with_keep_alive(mut self, budget: KeepAlive) -> HttpClient {
+        self.pool = Some(Arc::new(Pool {
+            budget,
+            idle: Mutex::new(Vec::new()),
+        }));
+        self
+    }
+
+    /// Connections kept open now (for tests and metrics).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.as_ref().map_or(0, |p| p.idle.lock().len())
     }
 
     /// `HOST:PORT`.
@@ -129,8 +291,12 @@ impl HttpClient {
                     s.set_read_timeout(Some(self.timeout)).map_err(err)?;
                     s.set_write_timeout(Some(self.timeout)).map_err(err)?;
                     let _ = s.set_nodelay(true);
+                    let now = Instant::now();
                     return Ok(Conn {
                         reader: BufReader::new(s),
+                        opened: now,
+                        uses: 0,
+                        idle_since: now,
                     });
                 }
                 Err(e) => last = e,
@@ -150,9 +316,12 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Answer, UpstreamError> {
-        let conn = self.connect()?;
-        match self.exchange(conn, method, path_and_query, headers, body) {
-            Ok(a) => Ok(a),
+        let kept = self.pool.as_ref().and_then(|p| p.take(Instant::now()));
+        let conn = match kept {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let first = match self.exchange(conn, method, path_and_query, headers, body) {
             Err((e, answered)) if !answered => {
                 log::debug!(
                     "connection to {} failed before an answer ({e}); retrying once",
@@ -160,13 +329,19 @@ impl HttpClient {
                 );
                 let conn = self.connect()?;
                 self.exchange(conn, method, path_and_query, headers, body)
-                    .map_err(|(e, _)| e)
             }
-            Err((e, _)) => Err(e),
+            r => r,
+        };
+        let (answer, reusable) = first.map_err(|(e, _)| e)?;
+        if let (Some(p), Some(c)) = (&self.pool, reusable) {
+            p.put(c, Instant::now());
+            watch(p);
         }
+        Ok(answer)
     }
 
-    /// One exchange; on error also says whether any answer byte had arrived.
+    /// One exchange: the answer, and the connection when it can carry another
+    /// request; on error also says whether any answer byte had arrived.
     fn exchange(
         &self,
         mut conn: Conn,
@@ -174,17 +349,23 @@ impl HttpClient {
         path_and_query: &str,
         headers: &[(&str, &str)],
         body: &[u8],
-    ) -> Result<Answer, (UpstreamError, bool)> {
+    ) -> Result<(Answer, Option<Conn>), (UpstreamError, bool)> {
         let to = format!(
             "{method} http://{}{}{path_and_query}",
             self.authority, self.base_path
         );
         let io = |e| (UpstreamError::Io(to.clone(), e), false);
+        conn.uses += 1;
         let mut head = format!(
-            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "{method} {}{path_and_query} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n{}",
             self.base_path,
             self.authority,
-            body.len()
+            body.len(),
+            if self.pool.is_some() {
+                ""
+            } else {
+                "Connection: close\r\n"
+            }
         );
         for (n, v) in headers {
             head.push_str(n);
@@ -241,8 +422,8 @@ impl HttpClient {
         let chunked =
             find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
         let mut body = Vec::new();
-        // One request per connection (see the module doc).
-        let _ = close;
+        // The body's end is known (not "until the server closes").
+        let mut delimited = true;
         if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
         } else if chunked {
             loop {
@@ -270,6 +451,7 @@ impl HttpClient {
             body.resize(len, 0);
             conn.reader.read_exact(&mut body).map_err(io)?;
         } else {
+            delimited = false;
             (&mut conn.reader)
                 .take(ANSWER_BYTES_MAX as u64 + 1)
                 .read_to_end(&mut body)
@@ -278,11 +460,15 @@ impl HttpClient {
                 return Err(bad("answer too large"));
             }
         }
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
+        let reusable = (self.pool.is_some() && delimited && !close).then_some(conn);
+        Ok((
+            Answer {
+                status,
+                headers,
+                body,
+            },
+            reusable,
+        ))
     }
 }
 
@@ -323,6 +509,19 @@ pub fn query_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    /// Poll `f` until it holds or `limit` passes.
+    fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        f()
+    }
 
     /// Read one request (head and Content-Length body) from a raw server socket.
     fn read_request(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
@@ -402,6 +601,125 @@ mod tests {
         t.join().unwrap();
         assert!(HttpClient::new("https://x:1", Duration::from_secs(1)).is_err());
         assert_eq!(query_escape("20.0.0.0+256"), "20.0.0.0%2B256");
+    }
+
+    /// Serve `per_conn[i]` requests on the i-th connection (closing it after),
+    /// each answered with its connection and request number; the last answer on
+    /// a connection says `Connection: close` when `say_close`. Returns what each
+    /// connection's requests asked for in `Connection`.
+    fn kept_server(
+        per_conn: Vec<usize>,
+        say_close: bool,
+    ) -> (SocketAddr, std::thread::JoinHandle<Vec<Vec<String>>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for (c, n) in per_conn.into_iter().enumerate() {
+                let (s, _) = l.accept().unwrap();
+                let mut r = BufReader::new(s);
+                let mut conn_hdrs = Vec::new();
+                for i in 0..n {
+                    let mut connection = String::new();
+                    loop {
+                        let line = read_line(&mut r).unwrap().to_ascii_lowercase();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("connection:") {
+                            connection = v.trim().to_string();
+                        }
+                    }
+                    let mut b = vec![0; 2];
+                    r.read_exact(&mut b).unwrap();
+                    conn_hdrs.push(connection);
+                    let body = format!("{c}.{i}");
+                    let close = if say_close && i + 1 == n {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let m = format!(
+                        "HTTP/1.1 200 OK\r\n{close}Content-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    r.get_mut().write_all(m.as_bytes()).unwrap();
+                }
+                seen.push(conn_hdrs);
+            }
+            seen
+        });
+        (addr, t)
+    }
+
+    fn bodies(c: &HttpClient, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let a = c.request("POST", "/s", &[], b"hi").unwrap();
+                String::from_utf8(a.body).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kept_connections_carry_requests_up_to_their_budget() {
+        let (addr, t) = kept_server(vec![3, 2], false);
+        let budget = KeepAlive {
+            requests_max: 3,
+            ..KeepAlive::default()
+        };
+        let c = HttpClient::new(&format!("http://{addr}"), Duration::from_secs(5))
+            .unwrap()
+            .with_keep_alive(budget);
+        assert_eq!(bodies(&c, 5), ["0.0", "0.1", "0.2", "1.0", "1.1"]);
+        assert_eq!(c.idle_connections(), 1);
+        drop(c);
+        let seen = t.join().unwrap();
+        assert!(seen.iter().flatten().all(|h| h.is_empty()), "{seen:?}");
+    }
+
+    #[test]
+    fn a_kept_connection_the_server_closed_is_replaced_without_an_error() {
+        // The server closes each connection after two answers, the second saying
+        // so once and not the other time.
+        for say_close in [true, false] {
+            let (addr, t) = kept_server(vec![2, 2], say_close);
+            let c = HttpClient::new(&format!("http://{addr}"), Duration::from_secs(5))
+                .unwrap()
+                .with_keep_alive(KeepAlive {
+                    idle_max: Duration::from_secs(30),
+                    ..KeepAlive::default()
+                });
+            assert_eq!(bodies(&c, 2), ["0.0", "0.1"]);
+            if say_close {
+                assert_eq!(c.idle_connections(), 0, "`Connection: close` is obeyed");
+            } else {
+                // Kept, but the server has closed it: the next request finds out
+                // (before sending, or by the retry) and uses a new one.
+                let closed = wait_until(Duration::from_secs(10), || {
+                    let p = c.pool.as_ref().unwrap().idle.lock();
+                    p.first().is_some_and(|k| !quiet(k))
+                });
+                assert!(closed, "the server's close is seen");
+            }
+            assert_eq!(bodies(&c, 2), ["1.0", "1.1"]);
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn idle_kept_connections_are_closed_by_the_reaper() {
+        let (addr, t) = kept_server(vec![1], false);
+        let c = HttpClient::new(&format!("http://{addr}"), Duration::from_secs(5))
+            .unwrap()
+            .with_keep_alive(KeepAlive {
+                idle_max: Duration::from_millis(100),
+                ..KeepAlive::default()
+            });
+        assert_eq!(bodies(&c, 1), ["0.0"]);
+        assert!(wait_until(Duration::from_secs(10), || c.idle_connections() == 0));
+        // The server sees the close (its thread is free again).
+        t.join().unwrap();
     }
 
     #[test]
