@@ -230,6 +230,25 @@ fn a_ruas_killed_with_sigkill_loses_no_acknowledged_change_and_qsds_converge() {
 }
 
 #[test]
+fn a_testnet_dropped_without_stop_leaves_no_ruas_process_behind() {
+    // What a failing test does: unwind past `stop`.
+    let mut o = options("dropped");
+    o.ruas_exe = Some(env!("CARGO_BIN_EXE_ivip").into());
+    let plan = plan::make(o.dir.as_ref().unwrap(), &o.shape, &o.knobs).unwrap();
+    let net = Testnet::start(plan, o.ruas_exe.clone()).unwrap();
+    let pids = net.ruas_pids();
+    assert_eq!(pids.len(), net.plan.ruases.len());
+    let alive = |p: &u32| std::path::Path::new(&format!("/proc/{p}")).exists();
+    assert!(pids.iter().all(alive));
+    drop(net);
+    assert!(
+        !pids.iter().any(alive),
+        "RUAS processes {pids:?} outlived the testnet"
+    );
+    clean(&o);
+}
+
+#[test]
 fn a_forged_payload_is_replicated_but_applied_by_no_qsd() {
     let o = options("forgery");
     let plan = plan::make(o.dir.as_ref().unwrap(), &o.shape, &o.knobs).unwrap();

@@ -176,6 +176,17 @@ impl Testnet {
         }
     }
 
+    /// Process ids of the RUASes running as child processes.
+    pub fn ruas_pids(&self) -> Vec<u32> {
+        self.ruases
+            .iter()
+            .filter_map(|r| match r {
+                Some(RuasHandle::Process(c)) => Some(c.id()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Where a RUAS run as a separate process logs.
     pub fn ruas_log(&self, i: usize) -> PathBuf {
         self.plan.dir.join(format!("ruas-{i}.log"))
@@ -458,6 +469,20 @@ impl Testnet {
         for level in self.replicators.iter_mut().rev() {
             for r in level.iter_mut().filter_map(Option::take) {
                 let _ = r.stop();
+            }
+        }
+    }
+}
+
+impl Drop for Testnet {
+    /// A testnet dropped without [`Testnet::stop`] (a failed test unwinding, an
+    /// early return) must not leave RUAS child processes running: they would
+    /// outlive this process and load the machine. In-process daemons end with it.
+    fn drop(&mut self) {
+        for r in self.ruases.iter_mut().filter_map(Option::take) {
+            if let RuasHandle::Process(mut c) = r {
+                let _ = c.kill();
+                let _ = c.wait();
             }
         }
     }
