@@ -4,7 +4,8 @@
 //!
 //! Figures (one JSON line each):
 //! * `sumuc_accepted_per_s` — accepted SUMUCs per second, many clients at once
-//!   (group commit: many SUMUCs share one fsync), with `batch_window_us`, `clients`.
+//!   (group commit: many SUMUCs share one fsync), with `batch_window_us`, `clients`
+//!   and `slowest_request_ms`.
 //! * `accept_to_wire_p50_us`, `accept_to_wire_p99_us` — from just before the POST
 //!   to the arrival of the payload carrying the set on a UDP socket standing in for
 //!   a level-0 replicator, at a steady moderate rate, for each `batch_window_us`.
@@ -121,6 +122,10 @@ fn sumuc(key: &KeyPair, i: u64) -> Vec<u8> {
     b
 }
 
+/// The slowest request of a throughput phase, microseconds (a kept connection the
+/// server queued shows here: src/uas/upstream.rs).
+static SLOWEST_US: AtomicU64 = AtomicU64::new(0);
+
 fn post(http: SocketAddr, body: &[u8]) -> Option<u64> {
     thread_local! {
         // Keep-alive, as a UAS talks to its parent (ivip::uas::upstream).
@@ -142,9 +147,7 @@ fn post(http: SocketAddr, body: &[u8]) -> Option<u64> {
             body,
         )
     });
-    if t.elapsed() > Duration::from_secs(1) {
-        eprintln!("a SUMUC took {:?}", t.elapsed());
-    }
+    SLOWEST_US.fetch_max(t.elapsed().as_micros() as u64, Ordering::Relaxed);
     let r = r.ok()?;
     if r.status != 200 {
         return None;
@@ -165,6 +168,7 @@ fn throughput(batch_window_ms: u64, clients: usize, secs: f64) {
             .collect(),
     );
     let done = Arc::new(AtomicU64::new(0));
+    SLOWEST_US.store(0, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let t0 = Instant::now();
     let threads: Vec<_> = (0..clients)
@@ -194,6 +198,10 @@ fn throughput(batch_window_ms: u64, clients: usize, secs: f64) {
             ("batch_window_us", (batch_window_ms * 1000).to_string()),
             ("clients", clients.to_string()),
             ("accepted", n.to_string()),
+            (
+                "slowest_request_ms",
+                format!("{:.1}", SLOWEST_US.load(Ordering::Relaxed) as f64 / 1e3),
+            ),
         ],
     );
     let text = b.ruas.registry().render();
