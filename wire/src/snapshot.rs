@@ -917,6 +917,10 @@ impl core::str::FromStr for SnapshotName {
     /// upper-case hex, an impossible date, a start not aligned to the prefix) is
     /// [`WireError::BadName`].
     fn from_str(s: &str) -> Result<SnapshotName, WireError> {
+        // Every valid name is ASCII; the fixed offsets below are byte offsets.
+        if !s.is_ascii() {
+            return Err(WireError::BadName);
+        }
         let body = s.strip_suffix(NAME_SUFFIX).ok_or(WireError::BadName)?;
         let parts: Vec<&str> = body.split('-').collect();
         let [fam, start, plen, time, seq] = parts[..] else {
@@ -961,7 +965,7 @@ impl core::str::FromStr for SnapshotName {
         if t.len() != 16 || t[8] != b'T' || t[15] != b'Z' {
             return Err(WireError::BadName);
         }
-        let num = |r: core::ops::Range<usize>| digits(&time[r], 10);
+        let num = |r: core::ops::Range<usize>| digits(time.get(r).ok_or(WireError::BadName)?, 10);
         let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
         let (h, mi, se) = (num(9..11)?, num(11..13)?, num(13..15)?);
         if !(1970..=9999).contains(&y) || !(1..=12).contains(&mo) || h > 23 || mi > 59 || se > 59 {

@@ -284,6 +284,13 @@ fn name_vectors() -> Vec<(&'static str, &'static str, Result<SnapshotName, WireE
             bad,
         ),
         (
+            // Found by the property test: byte offsets inside a multi-byte
+            // character must be refused, not sliced.
+            "a multi-byte character where the year's digits go",
+            "v4-020.000.000.000-14-202\u{20ac}25T122156Z-0000000000000008.ivsnap",
+            bad,
+        ),
+        (
             "family v5",
             "v5-020.000.000.000-14-20251125T122156Z-0000000000000008.ivsnap",
             bad,
