@@ -19,6 +19,7 @@
 //! deadlines.
 
 mod common;
+use common::heartbeat_payload as payload;
 use common::{serial, wait_for, wait_until};
 
 use std::collections::BTreeMap;
@@ -35,9 +36,9 @@ use ivip::dtls::{AddrPattern, BlockingSocket, Identity, Limits, Link, Pin, PinSe
 use ivip::metrics::Registry;
 use ivip::replicator::{Replicator, ReplicatorConfig, ReplicatorSettings};
 use ivip::sign::KeyPair;
+use ivip_wire::PayloadId;
 use ivip_wire::control::{Control, Role};
-use ivip_wire::payload::{PayloadRepr, Record, peek_id};
-use ivip_wire::{PayloadId, RuasId, Seq};
+use ivip_wire::payload::peek_id;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ivip-dtls-{name}-{}", std::process::id()));
@@ -118,26 +119,6 @@ fn client_link(n: &Node, pins: &[(&str, &Node, &str)]) -> Arc<Link> {
         "test_client",
     )
     .unwrap()
-}
-
-/// A signed heartbeat payload of RUAS 3, epoch 1.
-fn payload(key: &KeyPair, seq: u32) -> Vec<u8> {
-    let mut b = PayloadRepr {
-        id: PayloadId {
-            ruas: RuasId::new(3).unwrap(),
-            epoch: 1,
-            seq: Seq(seq),
-        },
-        timestamp_us: 1_764_000_000_000_000 + u64::from(seq),
-        records: vec![Record::Heartbeat { interval_ms: 10 }],
-        signature: [0; 64],
-    }
-    .to_vec()
-    .unwrap();
-    let n = b.len() - 64;
-    let sig = key.sign(&b[..n]);
-    b[n..].copy_from_slice(&sig);
-    b
 }
 
 fn counter(l: &Link, vec: &str, label: &str) -> u64 {

@@ -10,6 +10,7 @@
 
 mod common;
 use common::fake_upstream::FakeUpstream;
+use common::heartbeat_payload as payload;
 use common::{serial, wait_until};
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use ivip::replicator::{Replicator, ReplicatorConfig, ReplicatorSettings};
 use ivip::sign::KeyPair;
 use ivip_wire::control::{Control, Role};
 use ivip_wire::mps::Bundle;
-use ivip_wire::payload::{PayloadRepr, Record, peek_id};
+use ivip_wire::payload::peek_id;
 use ivip_wire::{PayloadId, RuasId, Seq};
 
 const RUAS_SEED: [u8; 32] = [0x42; 32];
@@ -46,22 +47,6 @@ fn id(seq: u32) -> PayloadId {
         epoch: 1,
         seq: Seq(seq),
     }
-}
-
-/// A signed heartbeat payload of RUAS 3, epoch 1.
-fn payload(key: &KeyPair, seq: u32) -> Vec<u8> {
-    let mut b = PayloadRepr {
-        id: id(seq),
-        timestamp_us: 1_764_000_000_000_000 + u64::from(seq),
-        records: vec![Record::Heartbeat { interval_ms: 10 }],
-        signature: [0; 64],
-    }
-    .to_vec()
-    .unwrap();
-    let n = b.len() - 64;
-    let sig = key.sign(&b[..n]);
-    b[n..].copy_from_slice(&sig);
-    b
 }
 
 /// These tests are about replication itself and talk to replicators with raw

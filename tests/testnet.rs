@@ -35,6 +35,31 @@ fn clean(o: &Options) {
     }
 }
 
+/// Run the workload at 100 changes/s for `secs` seconds (seeded), and 2 s in do
+/// `fault` to the network.
+fn during_workload(
+    net: &mut Testnet,
+    wl: &mut Workload,
+    secs: u64,
+    seed: u64,
+    fault: impl FnOnce(&mut Testnet),
+) {
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            wl.run(
+                100.0,
+                Duration::from_secs(secs),
+                u64::MAX,
+                &AtomicBool::new(false),
+                seed,
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        fault(net);
+        let _ = h.join();
+    });
+}
+
 /// Every QSD converged; if not, the message says where each one differs.
 fn assert_converged(net: &Testnet, converged: usize) {
     assert_eq!(
@@ -155,20 +180,7 @@ fn a_qsd_restarted_mid_stream_resyncs_from_snapshots_and_converges() {
     let mut wl = Workload::new(&net.plan, o.threads).unwrap();
     wl.setup(2).unwrap();
     net.wait_ready(Duration::from_secs(60)).unwrap();
-    std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            wl.run(
-                100.0,
-                Duration::from_secs(4),
-                u64::MAX,
-                &AtomicBool::new(false),
-                3,
-            )
-        });
-        std::thread::sleep(Duration::from_secs(2));
-        net.restart_qsd(1).unwrap();
-        let _ = h.join();
-    });
+    during_workload(&mut net, &mut wl, 4, 3, |net| net.restart_qsd(1).unwrap());
     let converged = testnet::wait_converged(&net, Duration::from_secs(30)).unwrap();
     assert_converged(&net, converged);
     let accepted = wl.accepted.lock().clone();
@@ -187,21 +199,10 @@ fn a_ruas_killed_with_sigkill_loses_no_acknowledged_change_and_qsds_converge() {
     let mut wl = Workload::new(&net.plan, o.threads).unwrap();
     wl.setup(4).unwrap();
     net.wait_ready(Duration::from_secs(60)).unwrap();
-    std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            wl.run(
-                100.0,
-                Duration::from_secs(6),
-                u64::MAX,
-                &AtomicBool::new(false),
-                5,
-            )
-        });
-        std::thread::sleep(Duration::from_secs(2));
+    during_workload(&mut net, &mut wl, 6, 5, |net| {
         assert!(net.kill_ruas(0), "SIGKILL");
         std::thread::sleep(Duration::from_millis(500));
         net.restart_ruas(0).unwrap();
-        let _ = h.join();
     });
     // Every acknowledged change is in its master.
     let accepted = wl.accepted.lock().clone();

@@ -221,10 +221,13 @@ impl Reserved {
 /// The lowest port the kernel hands out for outgoing connections (Linux's
 /// `ip_local_port_range`; 32768 where that cannot be read).
 fn ephemeral_low() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768)
+    static LOW: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *LOW.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32768)
+    })
 }
 
 /// Bind a loopback port below the ephemeral range. A port taken with `:0` comes

@@ -28,6 +28,7 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -124,6 +125,9 @@ impl Default for KeepAlive {
 struct Pool {
     budget: KeepAlive,
     idle: Mutex<Vec<Conn>>,
+    /// On the reaper's list (set by [`watch`], cleared by the sweep that finds
+    /// the pool empty and drops it from the list).
+    watched: AtomicBool,
 }
 
 impl Pool {
@@ -145,22 +149,32 @@ impl Pool {
         None
     }
 
-    fn put(&self, mut c: Conn, now: Instant) {
+    /// Keep `c` for a later request; `true` when it was kept.
+    fn put(&self, mut c: Conn, now: Instant) -> bool {
         c.idle_since = now;
         if !self.usable(&c, now) {
-            return;
+            return false;
         }
         let mut idle = self.idle.lock();
-        if idle.len() < self.budget.pool_max {
-            idle.push(c);
+        if idle.len() >= self.budget.pool_max {
+            return false;
         }
+        idle.push(c);
+        true
     }
 
-    /// Close what is over budget; `true` when nothing is left.
+    /// Close what is over budget; `true` when nothing is left (the pool is then
+    /// no longer watched: the reaper drops it from its list).
     fn sweep(&self, now: Instant) -> bool {
         let mut idle = self.idle.lock();
         idle.retain(|c| self.usable(c, now));
-        idle.is_empty()
+        let empty = idle.is_empty();
+        if empty {
+            // Under the pool's lock: a `put` after this sees the flag clear and
+            // puts the pool back on the list.
+            self.watched.store(false, Ordering::Release);
+        }
+        empty
     }
 }
 
@@ -186,23 +200,22 @@ const REAP_EVERY: Duration = Duration::from_millis(50);
 /// Make sure the reaper watches `pool` (it starts when the first pool gets a
 /// connection and ends when every pool is empty or gone).
 fn watch(pool: &Arc<Pool>) {
+    // Once per pool while it holds connections, not once per request.
+    if pool.watched.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let mut r = REAPER.lock();
     let start = r.is_none();
-    let list = r.get_or_insert_with(Vec::new);
-    if !list
-        .iter()
-        .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(pool)))
-    {
-        list.push(Arc::downgrade(pool));
-    }
+    r.get_or_insert_with(Vec::new).push(Arc::downgrade(pool));
     if start {
         let spawned = std::thread::Builder::new()
             .name("http-reaper".into())
             .spawn(reap);
         if spawned.is_err() {
             // No reaper: connections are still checked when taken, only idle
-            // ones are not closed early. Try again with the next pool.
+            // ones are not closed early. Try again with the next put.
             *r = None;
+            pool.watched.store(false, Ordering::Release);
         }
     }
 }
@@ -263,6 +276,7 @@ impl HttpClient {
         self.pool = Some(Arc::new(Pool {
             budget,
             idle: Mutex::new(Vec::new()),
+            watched: AtomicBool::new(false),
         }));
         self
     }
@@ -335,8 +349,9 @@ impl HttpClient {
             r => r,
         };
         let (answer, reusable) = first.map_err(|(e, _)| e)?;
-        if let (Some(p), Some(c)) = (&self.pool, reusable) {
-            p.put(c, Instant::now());
+        if let (Some(p), Some(c)) = (&self.pool, reusable)
+            && p.put(c, Instant::now())
+        {
             watch(p);
         }
         Ok(answer)

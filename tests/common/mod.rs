@@ -38,3 +38,25 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     true
 }
+
+/// A signed heartbeat payload of RUAS 3, epoch 1, sequence `seq`.
+pub fn heartbeat_payload(key: &ivip::sign::KeyPair, seq: u32) -> Vec<u8> {
+    use ivip_wire::payload::{PayloadRepr, Record};
+    use ivip_wire::{PayloadId, RuasId, Seq};
+    let mut b = PayloadRepr {
+        id: PayloadId {
+            ruas: RuasId::new(3).unwrap(),
+            epoch: 1,
+            seq: Seq(seq),
+        },
+        timestamp_us: 1_764_000_000_000_000 + u64::from(seq),
+        records: vec![Record::Heartbeat { interval_ms: 10 }],
+        signature: [0; 64],
+    }
+    .to_vec()
+    .unwrap();
+    let n = b.len() - 64;
+    let sig = key.sign(&b[..n]);
+    b[n..].copy_from_slice(&sig);
+    b
+}
